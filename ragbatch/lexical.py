@@ -1,0 +1,293 @@
+"""BM25 keyword index of a store's chunks, kept in `STORE/bm25/` beside the Chroma collection.
+
+bm25s cannot add documents to a built index, so the index keeps every live chunk's tokens
+(`corpus.parquet`: id, tokens, in index order). An update tokenises only the new chunks and
+rebuilds the BM25 matrix from the stored tokens, which is fast; the built matrix is saved
+too (`bm25s/`), so opening and searching never rebuilds.
+
+Documents and queries go through the same `tokenize` with the same settings, recorded in
+`meta.json`: a query can only match what the index would have produced from the same words
+(the reference project tokenised the two sides differently and lost matches to it).
+
+Layout of `STORE/bm25/`::
+
+    meta.json        format, tokenizer settings, chunk count (written last)
+    corpus.parquet   id (string), tokens (list<string>), one row per live chunk
+    bm25s/           bm25s.BM25.save() output; absent while no chunk has a word
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+from ragbatch.errors import StoreError
+
+DIR_NAME = "bm25"
+FORMAT = 1
+# Letters and digits: "Ray.Data" -> ray, data; "num_gpus" -> num, gpus, so code identifiers
+# also match the same words written as prose.
+_WORD = re.compile(r"[^\W_]+")
+
+
+# -- tokenisation (the one function for documents and queries) --------------------------
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    # NLTK's English list as shipped by bm25s: it also drops question words (what, which,
+    # how), which would otherwise weigh on every question. It holds the halves of split
+    # contractions ("don", "t") that _WORD produces.
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return frozenset(STOPWORDS_EN_PLUS)
+
+
+def available_stemmer() -> str | None:
+    """'snowball-english' when PyStemmer is importable (it is not a dependency), else None."""
+    try:
+        import Stemmer  # noqa: F401  (PyStemmer)
+    except ImportError:
+        return None
+    return "snowball-english"
+
+
+@lru_cache(maxsize=2)
+def _stem_words(stemmer: str | None):
+    if stemmer is None:
+        return None
+    if stemmer != "snowball-english":
+        raise StoreError(f"unknown stemmer {stemmer!r} in the lexical index settings")
+    try:
+        import Stemmer
+    except ImportError:
+        raise StoreError(
+            "the lexical index was built with stemming (PyStemmer), which is not installed: "
+            "install PyStemmer or delete the store's bm25/ folder and re-index"
+        ) from None
+    return Stemmer.Stemmer("english").stemWords
+
+
+def tokenize(text: str, stemmer: str | None = None) -> list[str]:
+    """Lower-case words of letters and digits, English stopwords removed, optionally stemmed."""
+    stopwords = _stopwords()
+    words = [w for w in _WORD.findall(text.lower()) if w not in stopwords]
+    stem = _stem_words(stemmer)
+    return stem(words) if stem else words
+
+
+# -- the index ----------------------------------------------------------------------------
+
+
+class LexicalIndex:
+    """BM25 over the live chunks of one store. One writer at a time, like the store itself."""
+
+    def __init__(self, path: Path, stemmer: str | None):
+        self.path = path  # STORE/bm25
+        self.stemmer = stemmer
+        self._ids: list[str] = []
+        self._tokens: list[list[str]] | None = []  # None until needed (loaded lazily)
+        self._retriever = None  # bm25s.BM25, None while stale or empty
+        self._changed = False
+        self._read_from = path  # where lazily loaded tokens come from
+
+    # opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, store_dir) -> "LexicalIndex":
+        """Open `STORE/bm25`; an absent folder is an empty index (created by `save`)."""
+        path = Path(store_dir) / DIR_NAME
+        if not path.exists() and _old_path(path).exists():
+            path_to_read = _old_path(path)  # a save died between its two renames
+        else:
+            path_to_read = path
+        if not path_to_read.exists():
+            return cls(path, available_stemmer())
+
+        meta = _read_meta(path_to_read)
+        index = cls(path, meta["tokenizer"]["stemmer"])
+        _stem_words(index.stemmer)  # fail now, not at the first query, if it cannot stem
+        index._read_from = path_to_read
+        index._ids = _read_ids(path_to_read / "corpus.parquet")
+        index._tokens = None
+        if len(index._ids) != meta["count"]:
+            raise StoreError(
+                f"{path_to_read}: corpus.parquet has {len(index._ids)} chunks, meta.json says "
+                f"{meta['count']}; delete the bm25/ folder and re-index"
+            )
+        if (path_to_read / "bm25s").exists():
+            index._retriever = _load_retriever(path_to_read / "bm25s", len(index._ids))
+        return index
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    # writing ----------------------------------------------------------------------------
+
+    def update(self, upserts: list[tuple[str, str]], deletes: list[str]) -> None:
+        """Remove `deletes`, then add the `(chunk id, text)` upserts whose id is new.
+
+        Ids are content hashes, so an id already present already has this text: skip it.
+        """
+        self._load_tokens()
+        present = set(self._ids)
+        doomed = set(deletes) & present
+        if doomed:
+            kept = [(i, t) for i, t in zip(self._ids, self._tokens) if i not in doomed]
+            self._ids = [i for i, _ in kept]
+            self._tokens = [t for _, t in kept]
+            present -= doomed
+        added = 0
+        for chunk_id, text in upserts:
+            if chunk_id in present:
+                continue
+            present.add(chunk_id)
+            self._ids.append(chunk_id)
+            self._tokens.append(tokenize(text, self.stemmer))
+            added += 1
+        if doomed or added:
+            self._retriever = None
+            self._changed = True
+
+    def save(self) -> None:
+        """Write the index to a temporary folder, then rename it over `STORE/bm25`."""
+        if not self._changed and self.path.exists():
+            return
+        self._load_tokens()
+        retriever = self._built_retriever()
+        tmp, old = self.path.with_name(DIR_NAME + ".tmp"), _old_path(self.path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _write_corpus(tmp / "corpus.parquet", self._ids, self._tokens)
+        if retriever is not None:
+            retriever.save(str(tmp / "bm25s"), show_progress=False)
+        meta = {
+            "format": FORMAT,
+            "tokenizer": {"words": _WORD.pattern, "stopwords": "bm25s-en-plus", "stemmer": self.stemmer},
+            "count": len(self._ids),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+        # A directory cannot be renamed over a non-empty one: move the old one aside first.
+        # `open` reads bm25.old if a crash leaves no bm25.
+        shutil.rmtree(old, ignore_errors=True)
+        if self.path.exists():
+            self.path.rename(old)
+        tmp.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._read_from = self.path
+        self._changed = False
+
+    # reading ----------------------------------------------------------------------------
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Top `k` `(chunk id, BM25 score)` per query, best first; ties by index order.
+
+        Only chunks sharing a word with the query are returned (score > 0), so a query of
+        stopwords or unknown words gets an empty list, and `k` beyond the matches gets them all.
+        """
+        retriever = self._built_retriever()
+        if retriever is None or k <= 0:
+            return [[] for _ in queries]
+        import numpy as np
+
+        results = []
+        for query in queries:
+            token_ids = retriever.get_tokens_ids(tokenize(query, self.stemmer))
+            if not token_ids:
+                results.append([])
+                continue
+            scores = retriever.get_scores_from_ids(token_ids)
+            matches = np.flatnonzero(scores > 0)
+            if len(matches) > k:
+                # keep everything scoring at least the k-th best, so ties at the cut are kept
+                # and broken by index order below, not by argpartition's whim
+                kth = np.partition(scores[matches], len(matches) - k)[len(matches) - k]
+                matches = matches[scores[matches] >= kth]
+            order = np.lexsort((matches, -scores[matches]))[:k]
+            results.append([(self._ids[i], float(scores[i])) for i in matches[order]])
+        return results
+
+    # internals --------------------------------------------------------------------------
+
+    def _load_tokens(self) -> None:
+        if self._tokens is None:
+            self._tokens = _read_tokens(self._read_from / "corpus.parquet", self._ids)
+
+    def _built_retriever(self):
+        if self._retriever is None and self._ids:
+            self._load_tokens()
+            if any(self._tokens):  # bm25s cannot index a corpus without a single word
+                self._retriever = _build_retriever(self._tokens)
+        return self._retriever
+
+
+def _old_path(path: Path) -> Path:
+    return path.with_name(DIR_NAME + ".old")
+
+
+def _read_meta(path: Path) -> dict:
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{meta_path} is missing: the lexical index is incomplete; delete {path} and re-index") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{meta_path}: unreadable ({exc}); delete {path} and re-index") from None
+    if meta.get("format") != FORMAT:
+        raise StoreError(f"{meta_path}: lexical index format {meta.get('format')!r}, this ragbatch reads {FORMAT}; delete {path} and re-index")
+    if meta["tokenizer"].get("words") != _WORD.pattern or meta["tokenizer"].get("stopwords") != "bm25s-en-plus":
+        raise StoreError(f"{meta_path}: built with other tokenizer settings ({meta['tokenizer']}); delete {path} and re-index")
+    return meta
+
+
+def _read_ids(parquet_path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(parquet_path, columns=["id"]).column("id").to_pylist()
+    except (OSError, KeyError, ValueError) as exc:
+        raise StoreError(f"{parquet_path}: unreadable lexical corpus ({exc}); delete the bm25/ folder and re-index") from None
+
+
+def _read_tokens(parquet_path: Path, ids: list[str]) -> list[list[str]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet_path, columns=["id", "tokens"])
+    if table.column("id").to_pylist() != ids:
+        raise StoreError(f"{parquet_path} changed while open; reopen the store")
+    return table.column("tokens").to_pylist()
+
+
+def _write_corpus(parquet_path: Path, ids: list[str], tokens: list[list[str]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {"id": pa.array(ids, pa.string()), "tokens": pa.array(tokens, pa.list_(pa.string()))}
+    )
+    pq.write_table(table, parquet_path)
+
+
+def _build_retriever(tokens: list[list[str]]):
+    import bm25s
+
+    retriever = bm25s.BM25(backend="numpy")  # numba is installed here, but its JIT warm-up costs seconds
+    # create_empty_token keeps documents whose every word is a stopword valid in bm25s.
+    retriever.index(tokens, create_empty_token=True, show_progress=False)
+    return retriever
+
+
+def _load_retriever(path: Path, count: int):
+    import bm25s
+
+    try:
+        retriever = bm25s.BM25.load(str(path), show_progress=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable BM25 index ({exc}); delete the bm25/ folder and re-index") from None
+    if retriever.scores["num_docs"] != count:
+        raise StoreError(f"{path} holds {retriever.scores['num_docs']} documents, corpus.parquet {count}; delete the bm25/ folder and re-index")
+    return retriever

@@ -1,0 +1,84 @@
+"""The store manifest: which embedder and chunking built a store, and what it holds.
+
+`manifest.json` sits beside the Chroma folder. `ask`/`search` read the embedder from
+it, and indexing with another embedder or other chunking parameters is refused,
+since vectors of two models (or chunks of two sizes) must never share a collection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ragbatch.errors import StoreError
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(store: Path) -> dict | None:
+    path = Path(store) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable store manifest ({exc})") from None
+
+
+def require_manifest(store: Path) -> dict:
+    if not Path(store).exists():
+        raise StoreError(f"{store}: no such store (create it with `ragbatch index PATH --store {store}`)")
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise StoreError(f"{store}: not a ragbatch store (no {MANIFEST})")
+    return manifest
+
+
+def write_manifest(store: Path, manifest: dict) -> None:
+    """Write atomically: a crash leaves the old manifest or the new one, never half."""
+    path = Path(store) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def check_compatible(store: Path, manifest: dict, embedder: dict, chunking: dict) -> None:
+    """Refuse to mix embedders or chunking parameters in one store."""
+    stored = manifest["embedder"]
+    for key in ("name", "revision", "document_instruction", "query_instruction"):
+        if stored.get(key) != embedder.get(key):
+            raise StoreError(
+                f"{store}: built with embedder {stored['name']} ({stored.get('revision')}); "
+                f"refusing to add vectors from {embedder['name']} ({embedder.get('revision')}). "
+                "Use another --store, or the store's embedder."
+            )
+    for key, value in chunking.items():
+        if manifest["chunking"].get(key) != value:
+            raise StoreError(
+                f"{store}: built with {key.replace('_', '-')} {manifest['chunking'].get(key)}, not {value}; "
+                "use the store's chunking or another --store."
+            )
+
+
+def new_manifest(embedder: dict, dimension: int, chunking: dict, collection: str) -> dict:
+    stamp = now()
+    return {
+        "format": FORMAT,
+        "collection": collection,
+        "embedder": embedder,
+        "dimension": dimension,
+        "chunking": chunking,
+        "chunks": 0,
+        "files": 0,
+        "created": stamp,
+        "updated": stamp,
+    }

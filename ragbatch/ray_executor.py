@@ -1,0 +1,102 @@
+"""Runs the same stage functions on Ray Data: for large inputs and for clusters.
+
+Files are read and chunked by Ray tasks; the embedder runs in an actor pool (on a
+GPU machine each actor takes a fraction of the GPU, so tokenisation in one overlaps
+the forward pass in another). Results stream back to the driver, where the one
+Chroma writer lives. `RAY_ADDRESS` is honoured; otherwise a local Ray is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Iterator
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    if address:
+        ray.init(address=address, **quiet)  # a cluster decides its own resources
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **quiet)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+class _EmbedActor:
+    """One loaded embedder per actor; adds an `embedding` column to each batch."""
+
+    def __init__(self, spec: dict, device: str, batch_size: int):
+        from ragbatch.embedding import Embedder, EmbedderSpec
+
+        self.embedder = Embedder(EmbedderSpec(**spec), device=device, batch_size=batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        before = self.embedder.seconds
+        vectors = self.embedder.embed_documents([str(t) for t in batch["text"]])
+        seconds = self.embedder.seconds - before
+        return {"id": batch["id"], "embedding": vectors, "seconds": [seconds / len(vectors)] * len(vectors)}
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, progress, device: str = "cpu", batch_size: int = 32):
+        self.progress = progress
+        self.device = device
+        self.batch_size = batch_size
+        init_ray()
+
+    def map_files(self, files: list[dict], fn: Callable[[dict], list[dict]]) -> list[dict]:
+        import ray
+
+        task = self.progress.task("Reading", total=len(files))
+        if not files:
+            return []
+        rows = ray.data.from_items(files).flat_map(fn).take_all()
+        task.advance(len(files))
+        return rows
+
+    def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
+        if not items:
+            return
+        import numpy as np
+        import ray
+
+        spec = make_embedder.spec.as_dict()
+        by_id = {item["id"]: item for item in items}
+        ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
+        gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        if gpus:
+            pool, per_actor = {"size": max(2, int(gpus) * 2)}, {"num_gpus": 0.5, "num_cpus": 1}
+            device = "cuda"
+        else:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            # On one machine a single actor with every core beats several small ones.
+            pool = {"size": 1 if not os.environ.get("RAY_ADDRESS") else max(1, cpus // 4)}
+            per_actor = {"num_cpus": cpus if not os.environ.get("RAY_ADDRESS") else 4}
+            device = "cpu"
+        dataset = ray.data.from_items([{"id": i["id"], "text": i["text"]} for i in ordered]).map_batches(
+            _EmbedActor,
+            fn_constructor_kwargs={"spec": spec, "device": device, "batch_size": self.batch_size},
+            batch_size=max(self.batch_size, 256),
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(**pool),
+            **per_actor,
+        )
+        task = self.progress.task("Embedding", total=len(items))
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            block = [by_id[str(i)] for i in batch["id"]]
+            yield block, np.asarray(batch["embedding"], dtype=np.float32), float(np.sum(batch["seconds"]))
+            task.advance(len(block))
+
+    def close(self) -> None:
+        pass  # leave Ray running for the rest of the process; it exits with it

@@ -1,0 +1,105 @@
+"""The Chroma collection of a store: one writer, batched writes, cosine space.
+
+Layout of a store directory:
+    STORE/manifest.json   what built it (see manifest.py)
+    STORE/chroma/         Chroma PersistentClient folder
+    STORE/bm25/           lexical index (see lexical.py)
+
+Chroma loses vectors silently when two processes write one collection, so every
+write goes through the one `ChromaStore` the indexing process holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMA_DIR = "chroma"
+# Metadata kept with every vector; `path` and `root` let a re-index find chunks of
+# files that changed or disappeared.
+METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start")
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    source: str
+    score: float  # cosine similarity, 1 - Chroma's cosine distance
+    text: str
+    title: str
+
+
+class ChromaStore:
+    def __init__(self, store: Path, collection: str):
+        import chromadb
+        from chromadb.config import Settings
+
+        self.path = Path(store) / CHROMA_DIR
+        self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
+        self.collection = self.client.get_or_create_collection(
+            collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+        )
+        self.max_batch = self.client.get_max_batch_size()
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def existing(self) -> dict[str, tuple[str, str]]:
+        """id -> (path, root) of every stored chunk, read in pages."""
+        found: dict[str, tuple[str, str]] = {}
+        offset = 0
+        while True:
+            page = self.collection.get(include=["metadatas"], limit=self.max_batch, offset=offset)
+            for chunk_id, meta in zip(page["ids"], page["metadatas"]):
+                found[chunk_id] = (meta.get("path", ""), meta.get("root", ""))
+            if len(page["ids"]) < self.max_batch:
+                return found
+            offset += len(page["ids"])
+
+    def upsert(self, chunks: list[dict], embeddings) -> None:
+        for start in range(0, len(chunks), self.max_batch):
+            part = chunks[start : start + self.max_batch]
+            self.collection.upsert(
+                ids=[c["id"] for c in part],
+                embeddings=embeddings[start : start + self.max_batch],
+                documents=[c["text"] for c in part],
+                metadatas=[{k: c[k] for k in METADATA_KEYS} for c in part],
+            )
+
+    def delete(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            self.collection.delete(ids=ids[start : start + self.max_batch])
+
+    def texts(self, ids: list[str]) -> list[tuple[str, str]]:
+        """(id, text) pairs for the given ids, in pages."""
+        pairs = []
+        for start in range(0, len(ids), self.max_batch):
+            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents"])
+            pairs.extend(zip(page["ids"], page["documents"]))
+        return pairs
+
+    def query(self, embeddings, k: int) -> list[list[Hit]]:
+        """Top k for every query vector, in one call per Chroma batch."""
+        results: list[list[Hit]] = []
+        for start in range(0, len(embeddings), self.max_batch):
+            found = self.collection.query(
+                query_embeddings=embeddings[start : start + self.max_batch],
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
+            for ids, docs, metas, dists in zip(found["ids"], found["documents"], found["metadatas"], found["distances"]):
+                results.append(
+                    [
+                        Hit(i, m.get("source", ""), 1.0 - float(d), doc, m.get("title", ""))
+                        for i, doc, m, d in zip(ids, docs, metas, dists)
+                    ]
+                )
+        return results
+
+    def close(self) -> None:
+        """Release the SQLite files: required before the store is copied or published.
+
+        close() drops Chroma's shared per-path system once its last client closes;
+        clearing that cache by hand would break other clients open in this process.
+        """
+        self.client.close()

@@ -1,0 +1,21 @@
+
+# --- generation: the packaged LLM, converted once per cache and loaded once per session ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def llm_folder():
+    """The packaged SmolLM2 as a Hugging Face folder (converted on first use, then cached)."""
+    from ragbatch.generation import resolve_llm
+
+    return resolve_llm(None)
+
+
+@pytest.fixture(scope="session")
+def llm_generator(llm_folder):
+    """One vLLM engine for the whole session: loading it takes seconds and ~1.5 GB."""
+    from ragbatch.generation import DEFAULT_LLM, Generator
+
+    generator = Generator(llm_folder, max_model_len=2048, name=DEFAULT_LLM)
+    yield generator
+    generator.close()

@@ -1,0 +1,414 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ragbatch.errors import InputFileError
+from ragbatch.readers import discover, read_file
+
+FIXTURES = Path(__file__).parent / "fixtures" / "readers"
+RAYDOCS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "raydocs-dev"
+
+
+def read(path: Path, root: Path | None = None) -> list[dict]:
+    root = root or path
+    relpath = path.name if root == path else path.relative_to(root).as_posix()
+    return read_file({"path": str(path), "root": str(root), "relpath": relpath})
+
+
+def by_source(records: list[dict]) -> dict[str, dict]:
+    return {record["source"]: record for record in records}
+
+
+# --- plain text
+
+
+def test_txt_with_bom_crlf_and_one_paragraph_per_line(tmp_path):
+    path = tmp_path / "around.txt"
+    path.write_bytes("\ufeffAround the World\r\nby Jules   Verne\r\nChapter I\r\n".encode())
+
+    [record] = read(path)
+
+    assert record == {
+        "path": str(path),
+        "root": str(path),
+        "source": "around.txt",
+        "title": "Around the World",
+        "section": 0,
+        "text": "Around the World\n\nby Jules Verne\n\nChapter I",
+    }
+
+
+def test_txt_paragraphs_split_on_blank_lines(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("  First   paragraph\nstill first.\n\n \t \nSecond paragraph.\n\n\n\nThird.\n")
+
+    [record] = read(path)
+
+    assert record["text"] == "First paragraph\nstill first.\n\nSecond paragraph.\n\nThird."
+    assert record["title"] == "First paragraph"
+
+
+def test_txt_title_is_truncated(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("word " * 100)
+
+    [record] = read(path)
+
+    assert len(record["title"]) <= 100 and record["title"].endswith("…")
+
+
+# --- HTML
+
+SPHINX_PAGE = """<!DOCTYPE html><html><head><title>Batch format — Ray</title>
+<style>body { color: red }</style><script>var tracking = 1;</script></head>
+<body><nav class="bd-links"><a href="x.html">Navigation link</a></nav>
+<header>Site header</header>
+<main id="main-content" role="main"><div>
+<section id="transforming-data">
+<h1>Transforming data<a class="headerlink" href="#transforming-data" title="Permalink">#</a></h1>
+<p>Intro   paragraph
+of the page.</p>
+<section id="configuring-batch-format">
+<h2>Configuring batch format<a class="headerlink" href="#configuring-batch-format">¶</a></h2>
+<dl><dt>Dataset.<span class="pre">map_batches</span>(fn)<a class="reference internal" href="#"><span class="viewcode-link">[source]</span></a></dt>
+<dd><p>Use <code class="docutils literal"><span class="pre">batch_</span><span class="pre">format</span></code> to pick.</p></dd></dl>
+<div class="highlight"><pre><span class="kn">import</span> ray
+<span class="k">def</span> f(batch):
+    return batch
+</pre></div>
+<ul><li><p>pandas</p></li><li><p>numpy</p></li></ul>
+<table><tr><th>Format</th><th>Type</th></tr>
+<tr><td><p><code><span class="pre">numpy</span></code></p></td><td><p>dict of arrays</p></td></tr></table>
+<div class="sphinx-tabs"><button class="sphinx-tabs-tab">Java</button>
+<div class="sphinx-tabs-panel" hidden="true"><p>Java tab text.</p></div></div>
+<aside class="sidebar"><p>Sidebar content.</p></aside>
+<aside class="ads">Advertisement</aside><!-- a comment -->
+</section>
+<section id="only-subsections">
+<h2>Only subsections<a class="headerlink" href="#only-subsections">#</a></h2>
+<section id="deep">
+<h3>Deep<a class="headerlink" href="#deep">#</a></h3>
+<p>Deep text.</p>
+</section>
+</section>
+<p>Closing words of the top section.</p>
+</section>
+</div></main>
+<footer>Copyright footer</footer>
+<script>more();</script>
+</body></html>
+"""
+
+
+def test_sphinx_html_nested_sections(tmp_path):
+    path = tmp_path / "transforming-data.html"
+    path.write_text(SPHINX_PAGE)
+
+    records = read(path)
+
+    assert [r["source"] for r in records] == [
+        "transforming-data.html#transforming-data",
+        "transforming-data.html#configuring-batch-format",
+        "transforming-data.html#deep",
+    ]
+    assert [r["section"] for r in records] == [0, 1, 2]
+    top, batch, deep = records
+    assert top["title"] == "Transforming data"
+    # Nested sections are left out; text after them belongs to the parent again.
+    assert top["text"] == (
+        "Transforming data\n\nIntro paragraph of the page.\n\nClosing words of the top section."
+    )
+    assert batch["title"] == "Configuring batch format"
+    assert batch["text"] == (
+        "Configuring batch format\n\n"
+        "Dataset.map_batches(fn)\n\n"
+        "Use batch_format to pick.\n\n"
+        "import ray\ndef f(batch):\n    return batch\n\n"
+        "pandas\n\nnumpy\n\n"
+        "Format | Type\n\n"
+        "numpy | dict of arrays\n\n"
+        "Java tab text.\n\n"
+        "Sidebar content."
+    )
+    assert deep["text"] == "Deep\n\nDeep text."
+    everything = "\n".join(r["text"] + r["title"] for r in records)
+    for chrome in ("#", "¶", "[source]", "Navigation", "tracking", "color", "Site header", "Copyright",
+                   "more()", "Advertisement", "comment"):
+        assert chrome not in everything
+
+
+def test_html_without_sections_splits_at_headings_with_ids(tmp_path):
+    path = tmp_path / "plain.html"
+    path.write_text("""<html><head><title>Plain page</title></head><body>
+<p>Before any heading.</p>
+<h1>Guide</h1>
+<p>Guide text.</p>
+<h2 id="install">Install</h2><p>pip install it</p>
+<h3>No id here</h3><p>Still install.</p>
+<h2><a name="usage"></a>Usage</h2><p>Run it.</p>
+<div id="faq"><h2>FAQ</h2><p>Questions.</p></div>
+</body></html>""")
+
+    records = read(path)
+
+    assert [(r["source"], r["title"]) for r in records] == [
+        ("plain.html", "Plain page"),
+        ("plain.html#install", "Install"),
+        ("plain.html#usage", "Usage"),
+        ("plain.html#faq", "FAQ"),
+    ]
+    assert records[0]["text"] == "Before any heading.\n\nGuide\n\nGuide text."
+    assert records[1]["text"] == "Install\n\npip install it\n\nNo id here\n\nStill install."
+    assert records[3]["text"] == "FAQ\n\nQuestions."
+
+
+def test_xhtml_with_old_docutils_sections(tmp_path):
+    path = tmp_path / "old.html"
+    path.write_text("""<?xml version="1.0" encoding="utf-8"?>
+<html xmlns="http://www.w3.org/1999/xhtml"><body><div role="main">
+<div class="section" id="old-style"><h1>Old style</h1><p>Café text.</p></div>
+</div></body></html>""")
+
+    [record] = read(path)
+
+    assert (record["source"], record["text"]) == ("old.html#old-style", "Old style\n\nCafé text.")
+
+
+def test_html_content_falls_back_to_article_then_body(tmp_path):
+    article = tmp_path / "article.html"
+    article.write_text("<body><div>Sidebar junk</div><article><p>Article text.</p></article></body>")
+    body = tmp_path / "body.html"
+    body.write_text("<p>Just a fragment.</p>")
+
+    assert [r["text"] for r in read(article)] == ["Article text."]
+    assert [(r["source"], r["title"], r["text"]) for r in read(body)] == [
+        ("body.html", "Just a fragment.", "Just a fragment.")
+    ]
+
+
+# --- Markdown
+
+
+def test_markdown_headings_slugs_and_code_fences(tmp_path):
+    path = tmp_path / "guide.md"
+    path.write_text("""---
+title: Front matter is metadata
+---
+Intro before headings.
+
+# Getting Started!
+Some *text*.
+
+```python
+# not a heading
+print("hi")
+```
+
+## API: `read_file()`
+Reads files.
+
+## Getting started
+Duplicate slug.
+
+# Getting Started!
+Third of its name.
+
+Setext heading
+--------------
+Under a setext heading.
+""")
+
+    records = read(path)
+
+    assert [(r["source"], r["title"]) for r in records] == [
+        ("guide.md", "Intro before headings."),
+        ("guide.md#getting-started", "Getting Started!"),
+        ("guide.md#api-read_file", "API: read_file()"),
+        ("guide.md#getting-started-1", "Getting started"),
+        ("guide.md#getting-started-2", "Getting Started!"),
+        ("guide.md#setext-heading", "Setext heading"),
+    ]
+    assert records[0]["text"] == "Intro before headings."
+    assert records[1]["text"] == (
+        'Getting Started!\n\nSome *text*.\n\n```python\n# not a heading\nprint("hi")\n```'
+    )
+    assert records[5]["text"] == "Setext heading\n\nUnder a setext heading."
+    assert [r["section"] for r in records] == list(range(6))
+
+
+def test_markdown_heading_without_text_gives_no_record(tmp_path):
+    path = tmp_path / "nested.md"
+    path.write_text("# Title\n\n## Part\nBody.\n")
+
+    assert [(r["source"], r["text"]) for r in read(path)] == [("nested.md#part", "Part\n\nBody.")]
+
+
+# --- discovery
+
+
+@pytest.fixture
+def docs(tmp_path):
+    root = tmp_path / "docs"
+    for name, content in {
+        "b.txt": "b",
+        "a.md": "# a",
+        "sub/c.html": "<p>c</p>",
+        "sub/deeper/d.htm": "<p>d</p>",
+        "report.pdf": "%PDF",
+        "README": "no suffix",
+        ".hidden.txt": "hidden",
+        ".git/config.txt": "hidden dir",
+        "sub/.cache/e.txt": "hidden dir",
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    return root
+
+
+def test_discover_directory(docs):
+    found = discover([str(docs)])
+
+    assert [f["relpath"] for f in found.files] == ["a.md", "b.txt", "sub/c.html", "sub/deeper/d.htm"]
+    assert {f["root"] for f in found.files} == {str(docs)}
+    assert found.files[2]["path"] == str(docs / "sub" / "c.html")
+    assert found.skipped == [
+        f"{docs / 'README'}: skipped (unsupported type without extension)",
+        f"{docs / 'report.pdf'}: skipped (unsupported type .pdf)",
+    ]
+    assert found.errors == []
+
+
+def test_discover_file_glob_missing_and_duplicates(docs, monkeypatch):
+    monkeypatch.chdir(docs.parent)
+
+    found = discover([
+        "docs/b.txt", "docs/**/*.htm*", "missing.txt", "docs/*.rst", "./docs/b.txt", "docs/report.pdf",
+    ])
+
+    assert found.files == [
+        {"path": str(docs / "b.txt"), "root": str(docs / "b.txt"), "relpath": "b.txt"},
+        {"path": str(docs / "sub/c.html"), "root": str(docs / "sub/c.html"), "relpath": "c.html"},
+        {"path": str(docs / "sub/deeper/d.htm"), "root": str(docs / "sub/deeper/d.htm"), "relpath": "d.htm"},
+    ]
+    assert [str(e) for e in found.errors] == [
+        "missing.txt: no such file or directory",
+        "docs/*.rst: no files match this pattern",
+    ]
+    assert found.skipped == ["docs/report.pdf: skipped (unsupported type .pdf)"]
+
+
+def test_discovered_files_read_with_relative_sources(docs):
+    found = discover([str(docs)])
+
+    sources = [record["source"] for file in found.files[2:] for record in read_file(file)]
+
+    assert sources == ["sub/c.html", "sub/deeper/d.htm"]
+
+
+# --- bad inputs
+
+
+def error_for(path: Path) -> InputFileError:
+    with pytest.raises(InputFileError) as caught:
+        read(path)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file (contains NUL bytes)"),
+        ("empty.txt", b"", "empty file"),
+        ("blank.md", b"  \n\t\r\n", "empty file (only whitespace)"),
+        ("nothing.html", b"<html><body><nav>menu</nav><script>x()</script><div> </div></body></html>",
+         "no text found (looked in its <body>)"),
+        ("head-only.html", b"<html><head><title>Title</title></head></html>", "no text found"),
+        ("headings.md", b"# Only\n## Headings\n", "no text found"),
+        ("wide.txt", "wide text".encode("utf-16"), "UTF-16 text; convert it to UTF-8"),
+    ],
+)
+def test_bad_input_is_reported_with_its_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    error = error_for(path)
+
+    assert error.where == str(path)
+    assert error.reason.startswith(reason)
+
+
+def test_non_utf8_names_file_line_and_offset(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_bytes(b"fine\nalso fine \xff here\n")
+    monkeypatch.chdir(tmp_path)
+
+    error = error_for(tmp_path / "docs" / "a.txt")
+
+    assert str(error) == (
+        "docs/a.txt:2: not UTF-8 text (invalid byte 0xff at offset 15); convert it to UTF-8 or remove it"
+    )
+
+
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "secret.txt"
+    path.write_text("secret")
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as a user who can read any file (root)")
+        error = error_for(path)
+    finally:
+        path.chmod(0o644)
+
+    assert error.reason.startswith("cannot read file (permission denied)")
+
+
+# --- the real thing
+
+
+def test_real_sphinx_page_fixture():
+    # A Ray docs page as published: theme sidebars, highlighted code, signature spans.
+    records = read(FIXTURES / "ray.data.Dataset.sum.html")
+
+    [record] = records
+    assert record["source"] == "ray.data.Dataset.sum.html#ray-data-dataset-sum"
+    assert record["title"] == "ray.data.Dataset.sum"
+    assert record["text"].startswith(
+        "ray.data.Dataset.sum\n\n"
+        "Dataset.sum(on: Optional[Union[str, List[str]]] = None, ignore_nulls: bool = True)"
+        " → Union[Any, Dict[str, Any]]\n\n"
+        "Compute sum over entire dataset.\n\n"
+    )
+    assert '>>> ray.data.range(100).sum("id")\n4950\n' in record["text"]
+    assert "[source]" not in record["text"] and "Back to top" not in record["text"]
+
+
+@pytest.mark.skipif(not RAYDOCS.is_dir(), reason="shared/eval/raydocs-dev is not checked out beside the repo")
+@pytest.mark.parametrize("source", [
+    "data/examples/batch_training.html"
+    "#transforming-a-dataset-in-parallel-using-custom-functions-a-class-anchor-id-transform-ds-a",
+    "cluster/vms/user-guides/logging.html#log-persistence",
+    "rllib/package_ref/doc/ray.rllib.algorithms.algorithm_config.AlgorithmConfig.resources.html"
+    "#ray-rllib-algorithms-algorithm-config-algorithmconfig-resources",
+])
+def test_real_raydocs_question_sources_are_produced(source):
+    questions = [json.loads(line) for line in (RAYDOCS / "questions.jsonl").read_text().splitlines()]
+    assert source in {q["source"] for q in questions}
+    corpus = RAYDOCS / "corpus"
+    page = source.split("#")[0]
+
+    records = read(corpus / page, corpus)
+
+    assert source in by_source(records)
+
+
+def test_import_does_not_load_parsers():
+    code = "import sys, ragbatch.readers; print(sorted({'bs4', 'lxml', 'markdown_it'} & set(sys.modules)))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).parents[1]).stdout
+
+    assert output.strip() == "[]"
