@@ -131,37 +131,23 @@ def _dimension(folder: Path) -> int:
 
 
 class EmbedderLoader:
-    """Loads the Embedder once, optionally in the background while other work runs.
+    """Loads the Embedder on first use, so a run with nothing new to embed never pays
+    for torch and the weights.
 
     Executors call it to get the model (the local one) or read `spec` to load it in
-    their own workers (Ray actors).
+    their own workers (Ray actors). Loading is not moved to a background thread:
+    importing torch there while the main thread imports Chroma hands one of them a
+    partially initialised numpy.
     """
 
     def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):
         self.spec, self.batch_size = spec, batch_size
         self.device = device if device != "auto" else _cheap_device_guess()
         self._embedder = None
-        self._error: BaseException | None = None
-        self._thread = None
-
-    def start(self) -> None:
-        import threading
-
-        self._thread = threading.Thread(target=self._load, daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
-        try:
-            self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by __call__
-            self._error = exc
 
     def __call__(self) -> "Embedder":
-        if self._thread is None:
-            self.start()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._embedder is None:
+            self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
         return self._embedder
 
 

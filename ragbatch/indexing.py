@@ -163,9 +163,6 @@ def index(options: IndexOptions, progress) -> IndexReport:
     executor_name = choose_executor(options.executor, files)
     report.executor = executor_name
     loader = EmbedderLoader(spec, options.device, options.batch_size)
-    if executor_name == "local":
-        loader.start()  # load the model while files are read and chunked
-
     executor = make_executor(executor_name, progress, loader.device, options.batch_size)
     chunker = Chunker(info.tokenizer_json, params)
     rows = executor.map_files(files, lambda f: read_and_chunk(f, chunker))

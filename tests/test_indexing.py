@@ -1,0 +1,149 @@
+"""`ragbatch index` end to end on real Chroma and the real packaged embedder."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ragbatch.errors import RagbatchError, StoreError
+from ragbatch.indexing import IndexOptions, index
+from ragbatch.progress import NullProgress
+
+TXT = "\n".join(f"Fogg's journal, day {i}: the steamer reached port {i} and Passepartout bought {i} oranges." for i in range(40))
+HTML = """<html><body><nav>Site navigation</nav><main>
+<section id="install"><h1>Install<a class="headerlink" href="#install">#</a></h1><p>Run pip install ray to install Ray.</p>
+<section id="gpu"><h2>GPU support</h2><p>Ray schedules tasks on GPUs with num_gpus.</p></section></section>
+</main></body></html>"""
+MD = "# Guide\n\nIntro text about batch inference.\n\n## Tuning\n\nUse a larger batch size for throughput.\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "journal.txt").write_text(TXT)
+    (docs / "sub" / "ray.html").write_text(HTML)
+    (docs / "guide.md").write_text(MD)
+    return docs
+
+
+def run(paths, store, **kw):
+    kw.setdefault("chunk_size", 48)
+    kw.setdefault("chunk_overlap", 4)
+    kw.setdefault("executor", "local")
+    return index(IndexOptions([str(p) for p in paths], store, **kw), NullProgress())
+
+
+def stored(store):
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(store / "chroma"))
+    got = client.get_collection("chunks").get(include=["metadatas", "documents", "embeddings"])
+    client.close()
+    return {i: (m, d, np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+
+
+def test_index_then_reindex_embeds_nothing(corpus, tmp_path):
+    store = tmp_path / "store"
+    first = run([corpus], store)
+    assert first.files == 3 and first.errors == []
+    assert first.embedded == first.chunks > 5 and first.ms_per_vector > 0
+    sources = {m["source"] for m, _, _ in stored(store).values()}
+    assert {"journal.txt", "sub/ray.html#install", "sub/ray.html#gpu", "guide.md#guide", "guide.md#tuning"} <= sources
+    second = run([corpus], store)
+    assert (second.embedded, second.unchanged, second.deleted, second.chunks) == (0, first.chunks, 0, first.chunks)
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["chunks"] == first.chunks and manifest["files"] == 3
+    assert manifest["chunking"] == {"chunk_size": 48, "chunk_overlap": 4}
+    assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2" and manifest["dimension"] == 384
+
+
+def test_changed_file_replaces_only_its_old_chunks(corpus, tmp_path):
+    store = tmp_path / "store"
+    run([corpus], store)
+    (corpus / "guide.md").write_text(MD.replace("larger batch size", "smaller learning rate"))
+    report = run([corpus], store)
+    assert report.embedded >= 1 and report.deleted >= 1
+    texts = [d for _, d, _ in stored(store).values()]
+    assert not any("larger batch size" in t for t in texts)
+    assert any("smaller learning rate" in t for t in texts)
+    # The store now equals a fresh index of the edited corpus: nothing stale, nothing twice.
+    fresh = tmp_path / "fresh"
+    run([corpus], fresh)
+    assert set(stored(store)) == set(stored(fresh))
+
+
+def test_file_removed_from_an_indexed_directory_loses_its_chunks(corpus, tmp_path):
+    store = tmp_path / "store"
+    before = run([corpus], store)
+    (corpus / "sub" / "ray.html").unlink()
+    report = run([corpus], store)
+    assert report.deleted >= 2 and report.embedded == 0
+    assert not any(m["source"].startswith("sub/ray.html") for m, _, _ in stored(store).values())
+    assert report.chunks == before.chunks - report.deleted
+
+
+def test_a_file_that_fails_to_read_keeps_its_stored_chunks(corpus, tmp_path):
+    store = tmp_path / "store"
+    before = run([corpus], store)
+    (corpus / "guide.md").write_bytes(b"# Guide\n\n\xff\xfe broken")
+    report = run([corpus], store)
+    assert len(report.errors) == 1 and "guide.md" in report.errors[0] and "UTF-8" in report.errors[0]
+    assert report.deleted == 0 and report.chunks == before.chunks
+
+
+def test_bad_inputs_are_skipped_and_the_rest_is_indexed(corpus, tmp_path):
+    (corpus / "empty.txt").write_text("")
+    (corpus / "blob.txt").write_bytes(b"\x00\x01\x02binary")
+    (corpus / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (corpus / "nav.html").write_text("<html><body><nav>only navigation</nav></body></html>")
+    (corpus / "notes.pdf").write_bytes(b"%PDF")
+    report = run([corpus, tmp_path / "missing-dir"], tmp_path / "store")
+    messages = "\n".join(report.errors)
+    for name in ("empty.txt", "blob.txt", "latin1.txt", "nav.html", "missing-dir"):
+        assert name in messages, name
+    assert any("notes.pdf" in line for line in report.skipped)
+    assert report.files == 3 and report.chunks > 5
+
+
+def test_store_refuses_another_embedder_or_chunking(corpus, tmp_path):
+    store = tmp_path / "store"
+    run([corpus], store)
+    before = stored(store)
+    with pytest.raises(StoreError, match="chunk-size 48, not 64"):
+        run([corpus], store, chunk_size=64)
+    other = tmp_path / "other-model"
+    shutil.copytree(json.loads((store / "manifest.json").read_text())["embedder"]["path"], other)
+    with pytest.raises(StoreError, match="built with embedder all-MiniLM-L6-v2"):
+        run([corpus], store, embedder=str(other))
+    assert set(stored(store)) == set(before)  # nothing written by the refused runs
+
+
+def test_nothing_to_index_is_an_error(tmp_path):
+    with pytest.raises(RagbatchError, match="nothing to index"):
+        run([tmp_path / "nope.txt"], tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_local_and_ray_executors_build_identical_stores(corpus, tmp_path):
+    local = run([corpus], tmp_path / "local", executor="local")
+    ray = run([corpus], tmp_path / "ray", executor="ray")
+    assert (ray.executor, local.executor) == ("ray", "local")
+    a, b = stored(tmp_path / "local"), stored(tmp_path / "ray")
+    assert set(a) == set(b)
+    for chunk_id, (meta, text, vector) in a.items():
+        assert b[chunk_id][0] == meta and b[chunk_id][1] == text
+        np.testing.assert_allclose(b[chunk_id][2], vector, atol=1e-5)
+    again = run([corpus], tmp_path / "ray", executor="ray")
+    assert again.embedded == 0
+
+
+def test_publish_after_index(corpus, tmp_path):
+    from ragbatch.publish import resolve_store
+
+    report = run([corpus], tmp_path / "books", publish_root=tmp_path / "shared")
+    link = tmp_path / "shared" / "books"
+    assert link.is_symlink() and report.published and link.resolve() == (tmp_path / report.published).resolve()
+    copy = resolve_store(link, cache_dir=tmp_path / "cache")
+    assert json.loads((copy / "manifest.json").read_text())["chunks"] == report.chunks
