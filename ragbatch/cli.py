@@ -128,5 +128,69 @@ def publish(store, root, keep, as_json):
         click.echo(f"published {store} as {version}")
 
 
+@main.command()
+@click.argument("questions")
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to retrieve from (local, or a published link).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Parquet file of answers.")
+@click.option("--k", default=5, show_default=True, type=click.IntRange(1), help="Passages retrieved per question.")
+@click.option("--llm", help="Generator: packaged name, local folder or cached HF id [default: smollm2-135m-instruct].")
+@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--system-prompt", help="System prompt text [default: answer from the numbered passages or say I don't know].")
+@click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the system prompt from a file.")
+@click.option("--resume", is_flag=True, help="Keep answers already in --out (and parts of an interrupted run); answer the rest.")
+@click.option("--count-tokens", metavar="ENCODING", help="Add columns counting prompt and answer in a tiktoken encoding (cl100k_base, o200k_base).")
+@click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), help="JSON or TOML table of USD per million tokens.")
+@click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
+@click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
+@click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@handle_errors
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, device, as_json):
+    """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
+    from ragbatch.asking import AskOptions
+    from ragbatch.asking import ask as run_ask
+    from ragbatch.progress import make_progress
+
+    if system_prompt and prompt_file:
+        raise click.UsageError("give --system-prompt or --prompt-file, not both")
+    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len)
+    with make_progress(not as_json) as progress:
+        report = run_ask(options, progress)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        from ragbatch.render import ask_summary
+
+        ask_summary(report)
+
+
+@main.command()
+@click.argument("question")
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--k", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {rank, source, chunk_id, score, text}.")
+@handle_errors
+def search(question, store, k, device, as_json):
+    """Show the passages ranked for one QUESTION."""
+    from ragbatch.retrieval import Retriever
+
+    retriever = Retriever(store, device=device)
+    try:
+        hits = retriever.search([question], k)[0]
+    finally:
+        retriever.close()
+    results = [{"rank": rank, "source": h.source, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text} for rank, h in enumerate(hits, start=1)]
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        from ragbatch.render import search_results
+
+        search_results(question, results)
+
+
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -196,7 +197,13 @@ class Generation:
 
 
 class Generator:
-    """One vLLM engine for the whole run. Use as a context manager, or call close()."""
+    """One vLLM engine for the whole run. Use as a context manager, or call close().
+
+    CUDA: vLLM's defaults, with 80 % of the GPU's memory (the embedder may share it).
+    CPU: in-process engine, eager mode, an explicit KV cache size, and bf16 only where
+    the CPU has native bf16 (float32 elsewhere, see `_cpu_dtype`).
+    `name` is the --llm name as given (for output rows); it defaults to `model_path`.
+    """
 
     def __init__(
         self,
@@ -206,9 +213,13 @@ class Generator:
         seed: int = 0,
         name: str | None = None,
     ):
-        self.name = name or model_path  # the --llm name as given, for output rows
+        self.name = name or model_path
+        _quiet_and_offline()
         self.device = _pick_device(device)
-        _quiet_and_offline(self.device)
+        if self.device == "cpu":
+            # In-process engine: the multiprocess one would pin OpenMP threads in a
+            # second process and hold a second copy of the Python runtime.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
         import transformers
         from transformers import AutoTokenizer
@@ -226,10 +237,11 @@ class Generator:
                 f"install ragbatch[{self.device.replace('cuda', 'gpu')}] in its own environment"
             )
         if self.device == "cpu":
+            dtype = _cpu_dtype()
             settings = dict(
                 enforce_eager=True,  # torch.compile would add ~100 s to the first load
-                dtype="bfloat16",
-                kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len),
+                dtype=dtype,
+                kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len, dtype),
             )
         else:
             settings = dict(gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
@@ -308,17 +320,33 @@ def _pick_device(device: str) -> str:
     return device
 
 
-def _quiet_and_offline(device: str) -> None:
+def _quiet_and_offline() -> None:
     """Environment vLLM reads at import and engine start; a user's own setting wins."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # ERROR, not WARNING: on CPU vLLM warns a dozen times per load about things a
+    # user cannot act on (LD_PRELOAD of tcmalloc, Triton, oneDNN fallbacks, seeds).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # c10's NUMA binding notice
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if device == "cpu":
-        # In-process engine: the multiprocess one cannot set up OpenMP here and costs RAM.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None) -> int:
+def _cpu_dtype() -> str:
+    """bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32.
+
+    On an AVX2-only CPU, oneDNN has no bf16 matmul and vLLM falls back to torch's
+    emulated one: prefill was ~10x and decoding ~2x slower than in float32.
+    """
+    import torch
+
+    def supported(probe: str) -> bool:
+        return bool(getattr(torch.cpu, probe, lambda: False)())
+
+    native = supported("_is_avx512_bf16_supported") or supported("_is_amx_tile_supported")
+    return "bfloat16" if native else "float32"
+
+
+def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None, dtype: str) -> int:
     """An explicit KV cache size: vLLM's CPU default (a share of NUMA node 0's memory,
     minus what the process holds) fails beside the embedder and Chroma."""
     config = json.loads((Path(model_path) / "config.json").read_text())
@@ -327,6 +355,7 @@ def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None) -> int:
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    bytes_per_token = 2 * layers * kv_heads * head_dim * 2  # K and V, bf16
+    bytes_per_value = 4 if dtype == "float32" else 2
+    bytes_per_token = 2 * layers * kv_heads * head_dim * bytes_per_value  # K and V
     context = max_model_len or config.get("max_position_embeddings") or 4096
     return max(CPU_KV_CACHE_MIN_BYTES, bytes_per_token * context * CPU_KV_CACHE_SEQUENCES)

@@ -32,3 +32,36 @@ def index_summary(report) -> None:
     if report.published:
         rows.append(("published", report.published))
     _table("ragbatch index", rows)
+
+
+def ask_summary(report) -> None:
+    _table(
+        "ragbatch ask",
+        [
+            ("questions", report.questions),
+            ("answered now", report.answered),
+            ("failed", report.failed),
+            ("skipped (already answered)", report.skipped),
+            ("prompt tokens", report.prompt_tokens),
+            ("completion tokens", report.completion_tokens),
+            ("cost (USD)", f"{report.cost_usd:.6f}"),
+            ("generation tokens/s", f"{report.tokens_per_second:.1f}"),
+            ("seconds", f"{report.seconds:.1f}"),
+            ("answers", f"{report.out} ({report.rows} rows)"),
+        ],
+    )
+
+
+def search_results(question: str, results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=question, title_justify="left", show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("source")
+    table.add_column("text")
+    for r in results:
+        text = r["text"] if len(r["text"]) <= 400 else r["text"][:400] + " ..."
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["source"], text)
+    Console().print(table)

@@ -30,15 +30,26 @@ class Hit:
 
 
 class ChromaStore:
-    def __init__(self, store: Path, collection: str):
+    def __init__(self, store: Path, collection: str, create: bool = True):
         import chromadb
         from chromadb.config import Settings
 
+        from ragbatch.errors import StoreError
+
         self.path = Path(store) / CHROMA_DIR
+        if not create and not (self.path / "chroma.sqlite3").exists():
+            raise StoreError(f"{store}: no Chroma collection (was the index run interrupted before writing?)")
         self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
-        self.collection = self.client.get_or_create_collection(
-            collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-        )
+        if create:
+            self.collection = self.client.get_or_create_collection(
+                collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+            )
+        else:
+            try:
+                self.collection = self.client.get_collection(collection, embedding_function=None)
+            except Exception:  # noqa: BLE001 - chromadb raises NotFoundError or ValueError by version
+                self.client.close()
+                raise StoreError(f"{store}: the manifest names collection {collection!r}, which Chroma does not have") from None
         self.max_batch = self.client.get_max_batch_size()
 
     def count(self) -> int:

@@ -185,3 +185,18 @@ def test_incomplete_folder_is_refused(store):
     (store / "bm25" / "meta.json").unlink()
     with pytest.raises(StoreError, match="meta.json"):
         LexicalIndex.open(store)
+
+
+def test_matrix_matches_bm25s_own_indexing():
+    import bm25s
+    import numpy as np
+    import pyarrow as pa
+
+    texts = [text for _, text in DOCS] + ["Ray ray RAY data", "the of", "Autoscaler autoscaler nodes"]
+    tokens = [tokenize(t) for t in texts]
+    ours = lexical._build_retriever(pa.array(tokens, lexical._tokens_type()))
+    theirs = bm25s.BM25(method="lucene", k1=1.5, b=0.75, backend="numpy")
+    theirs.index(tokens, show_progress=False)
+    for query in ["ray", "ray data autoscaler", "hyperparameter clusters", "nodes tasks pending"]:
+        words = tokenize(query)
+        np.testing.assert_allclose(ours.get_scores(words), theirs.get_scores(words), rtol=1e-6)

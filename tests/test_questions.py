@@ -1,0 +1,72 @@
+"""Question files: every format, ids, carried fields, and errors naming file and line."""
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ragbatch.errors import InputFileError, RagbatchError
+from ragbatch.questions import read_questions
+
+
+def test_jsonl_with_and_without_ids_carries_other_fields(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": "a", "question": " Who? ", "source": "x.txt"}\n\n{"question": "Why?", "answers": ["because"]}\n{"id": 7, "question": "When?"}\n')
+    qs = read_questions(str(f))
+    assert qs == [
+        {"id": "a", "question": "Who?", "source": "x.txt"},
+        {"id": "3", "question": "Why?", "answers": ["because"]},  # id from its line number
+        {"id": "7", "question": "When?"},
+    ]
+
+
+def test_csv_parquet_and_text(tmp_path):
+    (tmp_path / "q.csv").write_text('id,question,topic\n1,"What, exactly?",x\n2,Where?,y\n')
+    assert read_questions(str(tmp_path / "q.csv")) == [
+        {"id": "1", "question": "What, exactly?", "topic": "x"},
+        {"id": "2", "question": "Where?", "topic": "y"},
+    ]
+    pq.write_table(pa.table({"question": ["One?", "Two?"], "n": [1, 2]}), tmp_path / "q.parquet")
+    assert read_questions(str(tmp_path / "q.parquet")) == [{"id": "1", "question": "One?", "n": 1}, {"id": "2", "question": "Two?", "n": 2}]
+    (tmp_path / "q.txt").write_text("First question?\n\nSecond question?\n")
+    assert [q["id"] for q in read_questions(str(tmp_path / "q.txt"))] == ["1", "3"]
+
+
+def test_stdin_jsonl_and_text(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"question": "Q1?"}\n'))
+    assert read_questions("-") == [{"id": "1", "question": "Q1?"}]
+    monkeypatch.setattr("sys.stdin", io.StringIO("Plain question?\n"))
+    assert read_questions("-") == [{"id": "1", "question": "Plain question?"}]
+
+
+@pytest.mark.parametrize(
+    "content, where, message",
+    [
+        ('{"question": "ok?"}\n{"question": broken}\n', "q.jsonl:2", "not valid JSON"),
+        ('{"question": "ok?"}\n{"text": "no question"}\n', "q.jsonl:2", 'missing or empty "question"'),
+        ('{"question": ""}\n', "q.jsonl:1", 'missing or empty "question"'),
+        ('["a list"]\n', "q.jsonl:1", "expected a JSON object"),
+        ('{"id": "x", "question": "a?"}\n{"id": "x", "question": "b?"}\n', "q.jsonl:2", "duplicate id 'x' (first on line 1)"),
+    ],
+)
+def test_bad_jsonl_names_the_line(tmp_path, content, where, message):
+    (tmp_path / "q.jsonl").write_text(content)
+    with pytest.raises(InputFileError) as err:
+        read_questions(str(tmp_path / "q.jsonl"))
+    assert str(err.value).startswith(str(tmp_path / where)) and message in str(err.value)
+
+
+def test_missing_empty_and_undecodable_files(tmp_path):
+    with pytest.raises(RagbatchError, match="no such file"):
+        read_questions(str(tmp_path / "none.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(RagbatchError, match="no questions"):
+        read_questions(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "latin.txt").write_bytes(b"ok?\ncaf\xe9?\n")
+    with pytest.raises(RagbatchError, match=r"latin.txt:2: not UTF-8"):
+        read_questions(str(tmp_path / "latin.txt"))
+    (tmp_path / "q.csv").write_text("text\nhello\n")
+    with pytest.raises(RagbatchError, match='no "question" column'):
+        read_questions(str(tmp_path / "q.csv"))
