@@ -9,6 +9,8 @@ install:
 
 demo: install
 	$(BIN)/ragbatch index corpora/around.txt --store stores/around
+	$(BIN)/ragbatch ask corpora/questions.jsonl --store stores/around --out outputs/around-answers.parquet --resume
+	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('outputs/around-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
 
 test: install
 	$(BIN)/python -m pytest

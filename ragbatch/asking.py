@@ -40,6 +40,7 @@ class AskOptions:
     price_completion: float | None = None
     device: str = "auto"
     max_model_len: int | None = None
+    retrieval: str = "hybrid"
 
 
 @dataclass
@@ -117,7 +118,7 @@ def ask(options: AskOptions, progress) -> AskReport:
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
-        retriever = Retriever(options.store, device=options.device)
+        retriever = Retriever(options.store, device=options.device, mode=options.retrieval)
         report.embedder = retriever.spec.name
         task = progress.task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)

@@ -145,10 +145,11 @@ def publish(store, root, keep, as_json):
 @click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
 @click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, device, as_json):
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, retrieval, device, as_json):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
@@ -156,7 +157,7 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 
     if system_prompt and prompt_file:
         raise click.UsageError("give --system-prompt or --prompt-file, not both")
-    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len)
+    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len, retrieval)
     with make_progress(not as_json) as progress:
         report = run_ask(options, progress)
     if as_json:
@@ -171,14 +172,15 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 @click.argument("question")
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--k", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {rank, source, chunk_id, score, text}.")
 @handle_errors
-def search(question, store, k, device, as_json):
+def search(question, store, k, retrieval, device, as_json):
     """Show the passages ranked for one QUESTION."""
     from ragbatch.retrieval import Retriever
 
-    retriever = Retriever(store, device=device)
+    retriever = Retriever(store, device=device, mode=retrieval)
     try:
         hits = retriever.search([question], k)[0]
     finally:

@@ -325,6 +325,9 @@ def _quiet_and_offline() -> None:
     # ERROR, not WARNING: on CPU vLLM warns a dozen times per load about things a
     # user cannot act on (LD_PRELOAD of tcmalloc, Triton, oneDNN fallbacks, seeds).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    # vLLM 0.32 configures its loggers only when an engine starts; until then, import-time
+    # warnings (e.g. "Triton is installed, but doesn't include CPU backend") go to stderr.
+    logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # c10's NUMA binding notice
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")

@@ -201,6 +201,7 @@ def index(options: IndexOptions, progress) -> IndexReport:
         if stale:
             chroma.delete(stale)
         report.deleted = len(stale)
+        update_lexical(store, chroma, existing, new, stale)
         report.chunks = chroma.count()
         if report.embedded:
             report.ms_per_vector = 1000 * encode_seconds / report.embedded
@@ -219,6 +220,24 @@ def index(options: IndexOptions, progress) -> IndexReport:
         report.published = str(publish(store, options.publish_root, keep=options.keep))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
+    """Keep the BM25 index in step with Chroma: the same upserts and deletes.
+
+    It is written after Chroma, so after a crash it can only lag behind; a lagging
+    (or missing: a store made before it existed) index is backfilled from Chroma.
+    """
+    from ragbatch.lexical import LexicalIndex
+
+    lexical = LexicalIndex.open(store)
+    upserts = [(c["id"], c["text"]) for c in new]
+    if len(lexical) != len(existing):
+        doomed = set(stale)
+        upserts += chroma.texts([cid for cid in existing if cid not in doomed])
+    if upserts or stale:
+        lexical.update(upserts, stale)
+        lexical.save()
 
 
 class BackgroundWriter:

@@ -89,6 +89,18 @@ class ChromaStore:
             pairs.extend(zip(page["ids"], page["documents"]))
         return pairs
 
+    def hits(self, ranked: list[tuple[str, float]]) -> list[Hit]:
+        """Hits for (id, score) pairs ranked elsewhere (BM25, fusion), in that order."""
+        if not ranked:
+            return []
+        found = self.collection.get(ids=[i for i, _ in ranked], include=["documents", "metadatas"])
+        by_id = {i: (doc, meta) for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])}
+        return [
+            Hit(i, by_id[i][1].get("source", ""), float(score), by_id[i][0], by_id[i][1].get("title", ""))
+            for i, score in ranked
+            if i in by_id
+        ]
+
     def query(self, embeddings, k: int) -> list[list[Hit]]:
         """Top k for every query vector, in one call per Chroma batch."""
         results: list[list[Hit]] = []

@@ -107,6 +107,22 @@ def test_bad_inputs_are_skipped_and_the_rest_is_indexed(corpus, tmp_path):
     assert report.files == 3 and report.chunks > 5
 
 
+def test_lexical_index_follows_chroma_and_is_backfilled(corpus, tmp_path):
+    from ragbatch.lexical import LexicalIndex
+
+    store = tmp_path / "store"
+    run([corpus], store)
+    assert len(LexicalIndex.open(store)) == len(stored(store))
+    (corpus / "sub" / "ray.html").unlink()
+    run([corpus], store)
+    ids = set(stored(store))
+    assert len(LexicalIndex.open(store)) == len(ids)
+    assert {i for hits in LexicalIndex.open(store).search(["oranges steamer"], 100) for i, _ in hits} <= ids
+    shutil.rmtree(store / "bm25")  # a store from before the lexical index existed
+    report = run([corpus], store)
+    assert report.embedded == 0 and len(LexicalIndex.open(store)) == len(ids)
+
+
 def test_store_refuses_another_embedder_or_chunking(corpus, tmp_path):
     store = tmp_path / "store"
     run([corpus], store)

@@ -200,3 +200,29 @@ def test_matrix_matches_bm25s_own_indexing():
     for query in ["ray", "ray data autoscaler", "hyperparameter clusters", "nodes tasks pending"]:
         words = tokenize(query)
         np.testing.assert_allclose(ours.get_scores(words), theirs.get_scores(words), rtol=1e-6)
+
+
+def test_stemming_when_a_stemmer_is_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    class FakeStemmer:  # stands in for PyStemmer, which is not a dependency
+        def __init__(self, language):
+            assert language == "english"
+
+        def stemWords(self, words):
+            return [w[:-1] if w.endswith("s") else w for w in words]
+
+    monkeypatch.setitem(sys.modules, "Stemmer", types.SimpleNamespace(Stemmer=FakeStemmer))
+    lexical._stem_words.cache_clear()
+    try:
+        index = LexicalIndex.open(tmp_path)
+        assert index.stemmer == "snowball-english"
+        index.update(DOCS, [])
+        index.save()
+        reopened = LexicalIndex.open(tmp_path)
+        assert reopened.stemmer == "snowball-english"
+        # "node" finds "nodes" only because documents and queries are stemmed alike
+        assert ids(reopened.search(["node"], 3)[0]) == ["c3"]
+    finally:
+        lexical._stem_words.cache_clear()
