@@ -128,6 +128,11 @@ def publish(store, root, keep, as_json):
         click.echo(f"published {store} as {version}")
 
 
+RETRIEVAL_OPTION = click.option(
+    "--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank."
+)
+
+
 @main.command()
 @click.argument("questions")
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to retrieve from (local, or a published link).")
@@ -145,7 +150,7 @@ def publish(store, root, keep, as_json):
 @click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
 @click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
-@click.option("--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank.")
+@RETRIEVAL_OPTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
@@ -172,7 +177,7 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 @click.argument("question")
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--k", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank.")
+@RETRIEVAL_OPTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {rank, source, chunk_id, score, text}.")
 @handle_errors
@@ -192,6 +197,41 @@ def search(question, store, k, retrieval, device, as_json):
         from ragbatch.render import search_results
 
         search_results(question, results)
+
+
+def parse_ks(ctx, param, value: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in value.split(",") if k.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected numbers separated by commas, e.g. 1,3,5,10") from None
+    if not ks or ks[0] < 1:
+        raise click.BadParameter(f"{value!r}: expected positive numbers")
+    return ks
+
+
+@main.command(name="eval")
+@click.argument("references")
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--k", "ks", default="1,3,5,10", show_default=True, callback=parse_ks, help="Cut-offs for hit@k, comma-separated.")
+@click.option("--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write per-question rows (Parquet) for inspecting failures.")
+@RETRIEVAL_OPTION
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@handle_errors
+def eval_command(references, store, ks, answers, out, retrieval, device, as_json):
+    """Measure retrieval (and answer) quality against REFERENCES (JSONL with question and source)."""
+    from ragbatch.evaluating import EvalOptions, evaluate
+    from ragbatch.progress import make_progress
+
+    with make_progress(not as_json) as progress:
+        summary, _ = evaluate(EvalOptions(references, store, ks, answers, out, retrieval, device), progress)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        from ragbatch.render import eval_summary
+
+        eval_summary(summary, ks)
 
 
 if __name__ == "__main__":

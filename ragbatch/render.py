@@ -65,3 +65,27 @@ def search_results(question: str, results: list[dict]) -> None:
         text = r["text"] if len(r["text"]) <= 400 else r["text"][:400] + " ..."
         table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["source"], text)
     Console().print(table)
+
+
+def eval_summary(summary: dict, ks: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def rate(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    table = Table(title=f"ragbatch eval ({summary['retrieval']})", title_justify="left")
+    table.add_column("metric", style="bold")
+    for k in ks:
+        table.add_column(f"@{k}", justify="right")
+    table.add_row("page hit", *[rate(summary["hit_at"].get(k)) for k in ks])
+    if summary.get("section_hit_at"):
+        table.add_row("section hit", *[rate(summary["section_hit_at"].get(k)) for k in ks])
+    if summary.get("answer_hit_at"):
+        table.add_row("answer hit", *[rate(summary["answer_hit_at"].get(k)) for k in ks])
+    console = Console()
+    console.print(table)
+    lines = [f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}", f"MRR {rate(summary['mrr'])}"]
+    if "exact_match" in summary:
+        lines.append(f"exact match {rate(summary['exact_match'])}, F1 {rate(summary['f1'])}, I don't know {rate(summary.get('dont_know_rate'))}")
+    console.print("\n".join(lines))

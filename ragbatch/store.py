@@ -55,17 +55,19 @@ class ChromaStore:
     def count(self) -> int:
         return self.collection.count()
 
-    def existing(self) -> dict[str, tuple[str, str]]:
-        """id -> (path, root) of every stored chunk, read in pages."""
-        found: dict[str, tuple[str, str]] = {}
+    def metadatas(self):
+        """(id, metadata) of every stored chunk, read in pages."""
         offset = 0
         while True:
             page = self.collection.get(include=["metadatas"], limit=self.max_batch, offset=offset)
-            for chunk_id, meta in zip(page["ids"], page["metadatas"]):
-                found[chunk_id] = (meta.get("path", ""), meta.get("root", ""))
+            yield from zip(page["ids"], page["metadatas"])
             if len(page["ids"]) < self.max_batch:
-                return found
+                return
             offset += len(page["ids"])
+
+    def existing(self) -> dict[str, tuple[str, str]]:
+        """id -> (path, root) of every stored chunk."""
+        return {chunk_id: (meta.get("path", ""), meta.get("root", "")) for chunk_id, meta in self.metadatas()}
 
     def upsert(self, chunks: list[dict], embeddings) -> None:
         for start in range(0, len(chunks), self.max_batch):
