@@ -16,8 +16,8 @@ from ragbatch.errors import RagbatchError
 from ragbatch.pricing import load_prices, price_for
 from ragbatch.questions import read_questions
 
-# Rows are flushed to a Parquet part at least this often (rows or seconds).
-FLUSH_ROWS = 64
+# Finished rows go to a Parquet part at least every PART_ROWS rows or FLUSH_SECONDS.
+PART_ROWS = 64
 FLUSH_SECONDS = 10.0
 
 
@@ -41,6 +41,7 @@ class AskOptions:
     device: str = "auto"
     max_model_len: int | None = None
     retrieval: str = "hybrid"
+    part_rows: int = PART_ROWS
 
 
 @dataclass
@@ -176,7 +177,7 @@ def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt
             report.cost_usd += row["cost_usd"]
             pending.append(row)
             task.advance()
-            if len(pending) >= FLUSH_ROWS or time.perf_counter() - flushed > FLUSH_SECONDS:
+            if len(pending) >= options.part_rows or time.perf_counter() - flushed > FLUSH_SECONDS:
                 writer.write(pending)
                 pending, flushed = [], time.perf_counter()
         report.generation_seconds = time.perf_counter() - gen_started

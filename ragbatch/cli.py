@@ -150,11 +150,12 @@ RETRIEVAL_OPTION = click.option(
 @click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
 @click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
 @RETRIEVAL_OPTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, retrieval, device, as_json):
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, part_rows, retrieval, device, as_json):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
@@ -162,7 +163,7 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 
     if system_prompt and prompt_file:
         raise click.UsageError("give --system-prompt or --prompt-file, not both")
-    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len, retrieval)
+    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len, retrieval, part_rows)
     with make_progress(not as_json) as progress:
         report = run_ask(options, progress)
     if as_json:

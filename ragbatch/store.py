@@ -18,6 +18,9 @@ CHROMA_DIR = "chroma"
 # Metadata kept with every vector; `path` and `root` let a re-index find chunks of
 # files that changed or disappeared.
 METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start")
+# Chroma reads all results of one query call with one SQL statement, and SQLite allows
+# 32,766 variables in one: 5,000 questions at k=10 in one call fail. Stay well below.
+MAX_RESULTS_PER_QUERY = 16_000
 
 
 @dataclass
@@ -106,9 +109,10 @@ class ChromaStore:
     def query(self, embeddings, k: int) -> list[list[Hit]]:
         """Top k for every query vector, in one call per Chroma batch."""
         results: list[list[Hit]] = []
-        for start in range(0, len(embeddings), self.max_batch):
+        step = max(1, min(self.max_batch, MAX_RESULTS_PER_QUERY // k))
+        for start in range(0, len(embeddings), step):
             found = self.collection.query(
-                query_embeddings=embeddings[start : start + self.max_batch],
+                query_embeddings=embeddings[start : start + step],
                 n_results=k,
                 include=["documents", "metadatas", "distances"],
             )

@@ -163,3 +163,18 @@ def test_publish_after_index(corpus, tmp_path):
     assert link.is_symlink() and report.published and link.resolve() == (tmp_path / report.published).resolve()
     copy = resolve_store(link, cache_dir=tmp_path / "cache")
     assert json.loads((copy / "manifest.json").read_text())["chunks"] == report.chunks
+
+
+def test_thousands_of_queries_at_once_stay_within_sqlite_limits(tmp_path):
+    """5,000 questions x k=10 in one Chroma call overflow SQLite's 32,766 variables."""
+    from ragbatch.store import ChromaStore
+
+    rng = np.random.default_rng(0)
+    chroma = ChromaStore(tmp_path / "s", "chunks")
+    chunks = [{"id": f"c{i}", "text": f"t{i}", "source": "s.txt", "path": "/s.txt", "root": "/", "title": "", "section": 0, "position": i, "start": 0} for i in range(50)]
+    chroma.upsert(chunks, rng.normal(size=(50, 8)).astype(np.float32))
+    try:
+        results = chroma.query(rng.normal(size=(5000, 8)).astype(np.float32), 10)
+    finally:
+        chroma.close()
+    assert len(results) == 5000 and all(len(r) == 10 for r in results)

@@ -1,0 +1,167 @@
+"""`ragbatch ask` on the real vLLM CPU build and the packaged SmolLM2.
+
+Bad invocations fail before any model loads, so most error tests are quick; the
+generation tests load vLLM once per `ask` call."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ragbatch.answers import BASE_COLUMNS
+from ragbatch.indexing import IndexOptions, index
+from ragbatch.progress import NullProgress
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTS = [
+    "The capital of Freedonia is Zubrowka, a city on the river Vel.",
+    "Freedonia's national dish is a stew of lentils called brodo.",
+    "The president of Freedonia in 1933 was Rufus T. Firefly.",
+    "Sylvania is Freedonia's neighbour; its ambassador was Trentino.",
+]
+
+
+def ragbatch(*args, stdin=None):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, input=stdin, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ask")
+    (root / "freedonia.txt").write_text("\n".join(FACTS) + "\n")
+    index(IndexOptions([str(root / "freedonia.txt")], root / "store", chunk_size=24, chunk_overlap=0, executor="local"), NullProgress())
+    return root / "store"
+
+
+def write_questions(path, questions):
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return path
+
+
+def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp_path):
+    from ragbatch.generation import resolve_llm
+    from ragbatch.prompting import build_prompt
+    from transformers import AutoTokenizer
+
+    questions = write_questions(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "capital", "question": "What is the capital of Freedonia?", "topic": "geo"},
+            {"id": "president", "question": "Who was the president of Freedonia in 1933?", "topic": "politics"},
+            {"id": "huge", "question": "Why? " * 3000, "topic": "too long for the context window"},
+        ],
+    )
+    out = tmp_path / "answers.parquet"
+    result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["questions"], report["answered"], report["failed"], report["skipped"]) == (3, 2, 1, 0)
+
+    table = pq.read_table(out)
+    assert table.schema.names[: len(BASE_COLUMNS)] == [n for n, _ in BASE_COLUMNS]
+    assert {"prompt_tokens_cl100k_base", "completion_tokens_cl100k_base", "topic"} <= set(table.schema.names)
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert list(rows) == ["capital", "president", "huge"]  # input order
+    assert "Zubrowka" in rows["capital"]["answer"]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm(None))
+    for qid in ("capital", "president"):
+        row = rows[qid]
+        assert row["error"] is None and row["finish_reason"] in ("stop", "length")
+        assert len(row["sources"]) == 2 and len(row["chunk_ids"]) == 2 and len(row["scores"]) == 2
+        assert row["sources"] == ["freedonia.txt", "freedonia.txt"] and row["scores"][0] >= row["scores"][1]
+        assert 0 < row["completion_tokens"] <= 24 and row["prompt_tokens_cl100k_base"] > 0
+        # Exact: the prompt sent is the one build_prompt renders for the retrieved passages.
+        texts = [t for t in _chunk_texts(store, row["chunk_ids"])]
+        prompt = build_prompt(tokenizer, row["question"], texts, 8192, 24)
+        assert row["prompt_tokens"] == len(prompt.token_ids)
+        assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1.0 + row["completion_tokens"] * 2.0) / 1e6)
+        assert row["llm"] == "smollm2-135m-instruct" and row["embedder"] == "all-MiniLM-L6-v2"
+    assert rows["huge"]["error"].startswith("prompt too long") and rows["huge"]["answer"] is None
+    assert report["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows.values())
+
+
+def _chunk_texts(store, ids):
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(store / "chroma"))
+    got = client.get_collection("chunks").get(ids=list(ids), include=["documents"])
+    client.close()
+    by_id = dict(zip(got["ids"], got["documents"]))
+    return [by_id[i] for i in ids]
+
+
+def test_a_killed_run_resumes_without_redoing_finished_ids(store, tmp_path):
+    questions = write_questions(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"What is fact number {i} about {['Zubrowka', 'brodo', 'Firefly', 'Trentino'][i % 4]}?"} for i in range(40)])
+    out = tmp_path / "a.parquet"
+    parts = tmp_path / "a.parquet.parts"
+    args = [sys.executable, str(ROOT / "cli.py"), "ask", str(questions), "--store", str(store), "--out", str(out), "--k", "1", "--max-tokens", "48", "--part-rows", "2"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = list(parts.glob("part-*.parquet"))
+    assert written and not out.exists(), "the run was not interrupted part way"
+    done = {i for f in written for i in pq.read_table(f).column("id").to_pylist()}
+    assert 0 < len(done) < 40
+
+    without = ragbatch("ask", questions, "--store", store, "--out", out)
+    assert without.returncode == 1 and "interrupted run" in without.stderr
+
+    resumed = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 1, "--max-tokens", 48, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["skipped"] == len(done) and report["answered"] == 40 - len(done)
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert ids == [f"q{i}" for i in range(40)] and not parts.exists()
+
+
+def test_search_json_lists_ranked_passages(store, tmp_path):
+    result = ragbatch("search", "What is the national dish?", "--store", store, "--k", 2, "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2] and set(hits[0]) == {"rank", "source", "chunk_id", "score", "text"}
+    assert "brodo" in hits[0]["text"]
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: d.joinpath("q.jsonl").write_text('{"question": "ok?"}\n{bad json\n'), ["{d}/q.jsonl"], "q.jsonl:2: not valid JSON"),
+        (lambda d: d.joinpath("q.jsonl").write_text('{"question": "ok?"}\n{"q": "x"}\n'), ["{d}/q.jsonl"], 'q.jsonl:2: missing or empty "question"'),
+        (lambda d: d.joinpath("q.jsonl").write_text(""), ["{d}/q.jsonl"], "no questions (empty file)"),
+        (lambda d: None, ["{d}/none.jsonl"], "none.jsonl: no such file"),
+        (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--store", "{d}/nostore"], "nostore: no such store"),
+        (lambda d: (d / "empty-store").mkdir(), ["{d}/q.txt", "--store", "{d}/empty-store"], "not a ragbatch store (no manifest.json)"),
+        (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--out", "/proc/answers.parquet"], "cannot write there"),
+        (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--llm", "no-such/model"], "--llm no-such/model: cannot be loaded offline"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(store, tmp_path, setup, args, message):
+    setup(tmp_path)
+    (tmp_path / "q.txt").exists() or (tmp_path / "q.txt").write_text("Why?\n")
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    if "--store" not in args:
+        args += ["--store", str(store)]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "a.parquet")]
+    result = ragbatch("ask", *args)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_existing_out_is_never_truncated(store, tmp_path):
+    out = tmp_path / "a.parquet"
+    out.write_bytes(b"precious earlier answers")
+    (tmp_path / "q.txt").write_text("What is the capital of Freedonia?\n")
+    result = ragbatch("ask", tmp_path / "q.txt", "--store", store, "--out", out)
+    assert result.returncode == 1 and "already exists; pass --resume" in result.stderr
+    assert out.read_bytes() == b"precious earlier answers"
