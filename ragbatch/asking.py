@@ -58,6 +58,7 @@ class AskReport:
     out: str = ""
     llm: str = ""
     embedder: str = ""
+    retrieval: str = ""
     rows: int = 0
 
     @property
@@ -78,6 +79,7 @@ class AskReport:
             "out": self.out,
             "llm": self.llm,
             "embedder": self.embedder,
+            "retrieval": self.retrieval,
         }
 
 
@@ -94,7 +96,7 @@ def system_prompt_of(options: AskOptions) -> str:
 
 def ask(options: AskOptions, progress) -> AskReport:
     started = time.perf_counter()
-    report = AskReport(out=str(options.out))
+    report = AskReport(out=str(options.out), retrieval=options.retrieval)
     questions = read_questions(options.questions)
     report.questions = len(questions)
     system_prompt = system_prompt_of(options)

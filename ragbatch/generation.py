@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ragbatch.errors import RagbatchError
 
@@ -53,19 +52,22 @@ SOURCE_STAMP = "ragbatch-source.json"
 
 
 def ragbatch_cache_dir() -> Path:
-    return Path(os.environ.get("RAGBATCH_CACHE") or Path.home() / ".cache" / "ragbatch")
+    return Path(os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch").expanduser()
 
 
 def resolve_llm(name: str | None, cache_dir: str | Path | None = None) -> str:
     """The local Hugging Face folder for `--llm name` (None means the packaged default)."""
     name = name or DEFAULT_LLM
     if name in PACKAGED_LLMS:
-        return str(_packaged_llm_folder(name, Path(cache_dir or ragbatch_cache_dir())))
+        cache = Path(cache_dir).expanduser() if cache_dir else ragbatch_cache_dir()
+        return str(_packaged_llm_folder(name, cache))
 
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise RagbatchError(f"--llm {name}: folder has no config.json (not a Hugging Face model)")
+            raise RagbatchError(
+                f"--llm {name}: folder has no config.json (not a Hugging Face model folder)"
+            )
         return str(folder.resolve())
     if name.startswith((".", "/", "~")):
         raise RagbatchError(f"--llm {name}: no such folder")
@@ -95,10 +97,12 @@ def _packaged_llm_folder(name: str, cache_dir: Path) -> Path:
     gguf = Path(spec.submodule_search_locations[0]) / file_name
     if not gguf.is_file():
         raise RagbatchError(f"--llm {name}: {gguf} is missing from the {package} package")
+    from importlib.metadata import version
+
     stamp = {
         "gguf": file_name,
         "bytes": gguf.stat().st_size,
-        "package_version": importlib.metadata.version(package.replace("_", "-")),
+        "package_version": version(package.replace("_", "-")),
     }
     target = cache_dir / "models" / name
     return cached_conversion(target, stamp, lambda out: convert_gguf(gguf, out))
@@ -119,9 +123,11 @@ def cached_conversion(target: Path, stamp: dict, convert: Callable[[Path], None]
         if _stamp_of(target) == stamp:  # another process finished while we waited
             return target
         log.info("building %s (once)", target)
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        for leftover in target.parent.glob(f".{target.name}.tmp-*"):  # from a killed run
+            shutil.rmtree(leftover, ignore_errors=True)
+        temp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temp.mkdir()  # not mkdtemp: its 0700 would hide a shared cache from other users
         try:
-            os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache
             convert(temp)
             (temp / SOURCE_STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
             if target.exists():  # stale: made from another version of the source
@@ -132,12 +138,6 @@ def cached_conversion(target: Path, stamp: dict, convert: Callable[[Path], None]
         finally:
             shutil.rmtree(temp, ignore_errors=True)
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _stamp_of(folder: Path) -> dict | None:
@@ -155,33 +155,38 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     transformers.utils.logging.set_verbosity_error()
     started = time.perf_counter()
-    with _tqdm_disabled():  # transformers' GGUF reader draws its own tqdm bar
+    with _progress_bars_hidden():
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
         )
-    # The weights are dequantized now: saved with these, vLLM would look for GGUF kernels.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tokenizer.save_pretrained(out)
+        # The weights are dequantized now: saved with these, vLLM would look for GGUF kernels.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.save_pretrained(out)
     log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
 
 
 @contextlib.contextmanager
-def _tqdm_disabled():
-    """Hide the progress bar of transformers' GGUF reader (it calls tqdm directly)."""
+def _progress_bars_hidden():
+    """Hide transformers' progress bars, including the GGUF reader's own tqdm bar."""
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
 
-    original = getattr(gguf_utils, "tqdm", None)
-    if original is not None:
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    original_tqdm = getattr(gguf_utils, "tqdm", None)
+    if original_tqdm is not None:
         gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
     try:
         yield
     finally:
-        if original is not None:
-            gguf_utils.tqdm = original
+        if original_tqdm is not None:
+            gguf_utils.tqdm = original_tqdm
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------
@@ -217,8 +222,8 @@ class Generator:
         _quiet_and_offline()
         self.device = _pick_device(device)
         if self.device == "cpu":
-            # In-process engine: the multiprocess one would pin OpenMP threads in a
-            # second process and hold a second copy of the Python runtime.
+            # In-process engine: the multiprocess one reserves a core for its scheduler
+            # process (half of a 2-core machine) and loads a second Python runtime.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
         import transformers
@@ -266,28 +271,57 @@ class Generator:
         """One Generation per prompt (token ids), in order, from a single batched call."""
         if not prompts:
             return []
+        self._check_lengths(prompts)
+        outputs = self._llm.generate(
+            _tokens_prompts(prompts), _sampling_params(max_tokens, temperature, seed), use_tqdm=False
+        )
+        return [_generation(out) for out in outputs]
+
+    def stream(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> Iterator[tuple[int, Generation]]:
+        """Like `generate`, but yields (index in prompts, Generation) as each one finishes.
+
+        Every prompt is queued before the engine's first step, so vLLM batches them just as
+        in `generate`; the caller can write rows and show progress while the rest run.
+        Stopping the iteration early aborts the unfinished requests.
+        """
+        if not prompts:
+            return
+        self._check_lengths(prompts)
+        request_ids = self._llm.enqueue(
+            _tokens_prompts(prompts), _sampling_params(max_tokens, temperature, seed), use_tqdm=False
+        )
+        position = {}
+        for index, request_id in enumerate(request_ids):
+            # enqueue returns vLLM's internal ids ("<ours>-<8 random chars>"); outputs carry ours.
+            position[request_id] = position[request_id.rsplit("-", 1)[0]] = index
+        unfinished = dict(enumerate(request_ids))
+        engine = self._llm.llm_engine
+        try:
+            while unfinished and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished:
+                        index = position[out.request_id]
+                        del unfinished[index]
+                        yield index, _generation(out)
+            if unfinished:
+                raise RuntimeError(f"vLLM dropped {len(unfinished)} requests without output")
+        finally:
+            if unfinished:
+                engine.abort_request(list(unfinished.values()), internal=True)
+
+    def _check_lengths(self, prompts: list[list[int]]) -> None:
         longest = max(len(ids) for ids in prompts)
         if longest >= self.context_window:
             raise ValueError(
                 f"a prompt of {longest} tokens leaves no room to answer in the "
                 f"{self.context_window}-token context window"
             )
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
-        outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts], params, use_tqdm=False
-        )
-        return [
-            Generation(
-                text=out.outputs[0].text,
-                prompt_tokens=len(out.prompt_token_ids),
-                completion_tokens=len(out.outputs[0].token_ids),
-                finish_reason=out.outputs[0].finish_reason or "stop",
-            )
-            for out in outputs
-        ]
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
@@ -305,6 +339,29 @@ class Generator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tokens_prompts(prompts: list[list[int]]) -> list:
+    # Token ids, not text: the tokens we counted are exactly the ones the model sees.
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts]
+
+
+def _sampling_params(max_tokens: int, temperature: float, seed: int | None):
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+
+def _generation(out) -> Generation:
+    completion = out.outputs[0]
+    return Generation(
+        text=completion.text,
+        prompt_tokens=len(out.prompt_token_ids),
+        completion_tokens=len(completion.token_ids),  # includes the stop token, if any
+        finish_reason=completion.finish_reason or "stop",
+    )
 
 
 def _pick_device(device: str) -> str:
@@ -337,8 +394,8 @@ def _quiet_and_offline() -> None:
 def _cpu_dtype() -> str:
     """bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32.
 
-    On an AVX2-only CPU, oneDNN has no bf16 matmul and vLLM falls back to torch's
-    emulated one: prefill was ~10x and decoding ~2x slower than in float32.
+    On an AVX2-only CPU, oneDNN has no bf16 matmul and vLLM falls back to torch's slow
+    path: SmolLM2 prefilled ~6x and decoded ~3x slower than in float32 (2-core AMD EPYC).
     """
     import torch
 

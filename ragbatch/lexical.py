@@ -37,6 +37,30 @@ STOPWORDS_NAME = "bm25s-en-plus"
 _WORD = re.compile(r"[^\W_]+")
 
 
+def _bm25s():
+    """bm25s, imported without numba (we use its numpy backend).
+
+    bm25s imports numba whenever it is installed (vLLM brings it). numba's llvmlite then
+    breaks vLLM's CPU engine start in the same process (vLLM 0.32 scans every loaded
+    module and fails on llvmlite's `_lib_fn_wrapper`), and the import costs 1-2 s.
+    A None entry in sys.modules makes `import numba` raise ImportError, which bm25s
+    handles by falling back to plain Python/numpy.
+    """
+    import sys
+
+    if "bm25s" not in sys.modules and "numba" not in sys.modules:
+        sys.modules["numba"] = None
+        try:
+            import bm25s  # noqa: F401
+            import bm25s.stopwords  # noqa: F401
+        finally:
+            del sys.modules["numba"]
+    import bm25s
+    import bm25s.stopwords  # noqa: F401
+
+    return bm25s
+
+
 # -- tokenisation (the one function for documents and queries) --------------------------
 
 
@@ -45,9 +69,7 @@ def _stopwords() -> frozenset[str]:
     # NLTK's English list as shipped by bm25s: it also drops question words (what, which,
     # how), which would otherwise weigh on every question. It holds the halves of split
     # contractions ("don", "t") that _WORD produces.
-    from bm25s.stopwords import STOPWORDS_EN_PLUS
-
-    return frozenset(STOPWORDS_EN_PLUS)
+    return frozenset(_bm25s().stopwords.STOPWORDS_EN_PLUS)
 
 
 def available_stemmer() -> str | None:
@@ -247,9 +269,8 @@ def _build_retriever(tokens):
     operations, several times faster. The result is the state that `BM25.index()` leaves
     and `BM25.save()`/`load()` persist (tests compare both builds).
     """
-    import bm25s
+    bm25s = _bm25s()
 
-    # backend="numpy": numba is installed here, but its JIT warm-up costs seconds.
     retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75, backend="numpy")
     scores, vocab = _bm25_matrix(tokens, k1=retriever.k1, b=retriever.b)
     if not vocab:
@@ -345,7 +366,7 @@ def _write_corpus(parquet_path: Path, ids: list[str], tokens) -> None:
 
 
 def _load_retriever(path: Path, count: int):
-    import bm25s
+    bm25s = _bm25s()
 
     try:
         retriever = bm25s.BM25.load(str(path), show_progress=False)

@@ -24,6 +24,7 @@ system prompt alone do not fit, `PromptTooLong` is raised.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -78,24 +79,32 @@ def build_prompt(
     if not passages:
         return Prompt(bare, 0)
 
-    # Estimate from per-piece counts (one batched tokenizer call), then verify the real
-    # prompt: BPE merges across piece boundaries can make the sum off by a token or two.
+    # Estimate from per-piece counts (one batched tokenizer call), then render and verify:
+    # BPE merges differ across piece boundaries (a "\n\n" before "[2]" is two tokens, not
+    # one), so the estimate is off by about a token per passage.
     pieces = [_numbered(i, p) for i, p in enumerate(passages, 1)]
-    piece_lengths = [len(ids) for ids in _encode_batch(tokenizer, [CONTEXT_HEADER] + pieces)]
-    header_length, piece_lengths = piece_lengths[0], piece_lengths[1:]
-    room = budget - len(bare) - header_length
-    used = 0
-    while used < len(passages) and piece_lengths[used] <= room:
-        room -= piece_lengths[used]
-        used += 1
+    header_length, *piece_lengths = map(len, _encode_batch(tokenizer, [CONTEXT_HEADER] + pieces))
+    estimates = [len(bare)]  # estimates[k]: prompt length with the top k passages
+    running = len(bare) + header_length
+    for length in piece_lengths:
+        running += length
+        estimates.append(running)
 
-    while used > 0:
-        ids = render(passages[:used])
-        if len(ids) <= budget:
-            return Prompt(ids, used)
+    used = bisect.bisect_right(estimates, budget) - 1  # estimates only grow
+    ids = render(passages[:used]) if used else bare
+    while len(ids) > budget:
         used -= 1
+        ids = render(passages[:used])
+    # Corrected by what the last render showed, one more passage may still fit.
+    while used < len(passages) and estimates[used + 1] + len(ids) - estimates[used] <= budget:
+        more = render(passages[: used + 1])
+        if len(more) > budget:
+            break
+        used, ids = used + 1, more
 
-    return _truncated_top_passage(render, passages[0], budget, bare)
+    if used == 0:
+        return _truncated_top_passage(render, passages[0], budget, bare)
+    return Prompt(ids, used)
 
 
 def _truncated_top_passage(render, passage: str, budget: int, bare: list[int]) -> Prompt:

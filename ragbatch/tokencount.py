@@ -55,8 +55,8 @@ def count(enc, text: str) -> int:
 def _tiktoken_cache_dir() -> Path:
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         return Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    root = os.environ.get("RAGBATCH_CACHE") or Path.home() / ".cache" / "ragbatch"
-    return Path(root) / "tiktoken"
+    root = os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch"
+    return Path(root).expanduser() / "tiktoken"
 
 
 def _install_bpe_file(bpe_name: str, cache_dir: Path) -> None:

@@ -58,7 +58,7 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
         ],
     )
     out = tmp_path / "answers.parquet"
-    result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json")
+    result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["questions"], report["answered"], report["failed"], report["skipped"]) == (3, 2, 1, 0)
@@ -78,7 +78,7 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
         assert 0 < row["completion_tokens"] <= 24 and row["prompt_tokens_cl100k_base"] > 0
         # Exact: the prompt sent is the one build_prompt renders for the retrieved passages.
         texts = [t for t in _chunk_texts(store, row["chunk_ids"])]
-        prompt = build_prompt(tokenizer, row["question"], texts, 8192, 24)
+        prompt = build_prompt(tokenizer, row["question"], texts, 2048, 24)
         assert row["prompt_tokens"] == len(prompt.token_ids)
         assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1.0 + row["completion_tokens"] * 2.0) / 1e6)
         assert row["llm"] == "smollm2-135m-instruct" and row["embedder"] == "all-MiniLM-L6-v2"

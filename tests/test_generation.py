@@ -66,8 +66,11 @@ def test_conversion_runs_once_even_when_two_callers_race(tmp_path):
     assert json.loads((target / SOURCE_STAMP).read_text()) == {"v": 1}
     assert _listing(target.parent) == ["m"]
 
-    # A new source version replaces the folder; a failed conversion leaves nothing behind.
+    # A new source version replaces the folder (and clears what a killed run left);
+    # a failed conversion leaves nothing behind.
+    (target.parent / ".m.tmp-999-dead").mkdir()
     cached_conversion(target, {"v": 2}, slow_convert)
+    assert _listing(target.parent) == ["m"]
     assert len(calls) == 2 and json.loads((target / SOURCE_STAMP).read_text()) == {"v": 2}
 
     def broken_convert(out):
@@ -130,7 +133,7 @@ def test_one_batched_call_with_exact_token_counts(llm_generator, sent_and_receiv
         chat_prompt(llm_generator, q)
         for q in ["What is the capital of France?", "Name a colour.", "Say hello."]
     ]
-    results = llm_generator.generate(prompts, max_tokens=16, temperature=0.0, seed=1)
+    results = llm_generator.generate(prompts, max_tokens=8, temperature=0.0, seed=1)
 
     assert len(sent_and_received) == 1  # every prompt in one LLM.generate call
     (sent, outputs), = sent_and_received
@@ -141,7 +144,7 @@ def test_one_batched_call_with_exact_token_counts(llm_generator, sent_and_receiv
         assert list(output.prompt_token_ids) == ids  # the tokens we counted are the ones sent
         assert result.prompt_tokens == len(ids)
         assert result.completion_tokens == len(output.outputs[0].token_ids)
-        assert 1 <= result.completion_tokens <= 16
+        assert 1 <= result.completion_tokens <= 8
         assert result.finish_reason in ("stop", "length")
 
 
@@ -157,14 +160,14 @@ def test_answers_from_the_context(llm_generator):
         "What is the capital of Freedonia?",
         ["The capital of Freedonia is Zubrowka."],
     )
-    (result,) = llm_generator.generate([prompt], max_tokens=32, temperature=0.0, seed=0)
+    (result,) = llm_generator.generate([prompt], max_tokens=16, temperature=0.0, seed=0)
     assert "Zubrowka" in result.text
 
 
 def test_same_seed_same_sample(llm_generator):
     prompt = chat_prompt(llm_generator, "Write one word about the sea.")
     first, second = (
-        llm_generator.generate([prompt], max_tokens=8, temperature=1.0, seed=7)[0].text
+        llm_generator.generate([prompt], max_tokens=4, temperature=1.0, seed=7)[0].text
         for _ in range(2)
     )
     assert first == second
@@ -172,3 +175,24 @@ def test_same_seed_same_sample(llm_generator):
 
 def test_empty_batch(llm_generator):
     assert llm_generator.generate([], max_tokens=8, temperature=0.0, seed=0) == []
+
+
+def test_stream_yields_each_prompt_once_as_it_finishes(llm_generator):
+    prompts = [
+        chat_prompt(llm_generator, q) for q in ["Say yes.", "Count to five.", "Name a fruit."]
+    ]
+    batch = llm_generator.generate(prompts, max_tokens=6, temperature=0.0, seed=0)
+    streamed = dict(llm_generator.stream(prompts, max_tokens=6, temperature=0.0, seed=0))
+    assert sorted(streamed) == [0, 1, 2]
+    for index, result in streamed.items():
+        assert result.prompt_tokens == len(prompts[index])
+        assert result.text == batch[index].text
+
+
+def test_leaving_a_stream_early_aborts_the_rest(llm_generator):
+    prompts = [chat_prompt(llm_generator, q) for q in ("Say yes.", "Tell a long story about owls.")]
+    stream = llm_generator.stream(prompts, max_tokens=200, temperature=0.0, seed=0)
+    index, first = next(stream)  # "Yes." ends after a few tokens; the story is still going
+    assert (index, first.finish_reason) == (0, "stop")
+    stream.close()
+    assert not llm_generator._llm.llm_engine.has_unfinished_requests()
