@@ -135,9 +135,10 @@ class EmbedderLoader:
     for torch and the weights.
 
     Executors call it to get the model (the local one) or read `spec` to load it in
-    their own workers (Ray actors). Loading is not moved to a background thread:
-    importing torch there while the main thread imports Chroma hands one of them a
-    partially initialised numpy.
+    their own workers (Ray actors). Loading is not moved to a background thread or
+    process: importing torch in a thread while the main thread imports Chroma can hand
+    one of them a partially initialised numpy, and a worker process saved under 3 s of
+    the ~10 s import on 2 cores (measured; see benchmarks/RESULTS.md).
     """
 
     def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):

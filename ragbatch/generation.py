@@ -51,15 +51,13 @@ SOURCE_STAMP = "ragbatch-source.json"
 # Resolving --llm to a local folder
 
 
-def ragbatch_cache_dir() -> Path:
-    return Path(os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch").expanduser()
-
-
 def resolve_llm(name: str | None, cache_dir: str | Path | None = None) -> str:
     """The local Hugging Face folder for `--llm name` (None means the packaged default)."""
     name = name or DEFAULT_LLM
     if name in PACKAGED_LLMS:
-        cache = Path(cache_dir).expanduser() if cache_dir else ragbatch_cache_dir()
+        from ragbatch.cache import cache_dir as ragbatch_cache
+
+        cache = ragbatch_cache(cache_dir)
         return str(_packaged_llm_folder(name, cache))
 
     folder = Path(name).expanduser()

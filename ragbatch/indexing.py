@@ -164,11 +164,47 @@ def index(options: IndexOptions, progress) -> IndexReport:
     report.executor = executor_name
     loader = EmbedderLoader(spec, options.device, options.batch_size)
     executor = make_executor(executor_name, progress, loader.device, options.batch_size)
-    chunker = Chunker(info.tokenizer_json, params)
-    rows = executor.map_files(files, lambda f: read_and_chunk(f, chunker))
+    try:
+        chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
+        store.mkdir(parents=True, exist_ok=True)
+        if manifest is None:
+            manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
+            write_manifest(store, manifest)
+        write_store(store, manifest, executor, loader, files, chunks, read_ok, report)
+    finally:
+        executor.close()
+    report.skipped_files = len(report.errors) + len(report.skipped)
 
+    if options.publish_root:
+        from ragbatch.publish import publish
+
+        report.published = str(publish(store, options.publish_root, keep=options.keep))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
+    """Keep the BM25 index in step with Chroma: the same upserts and deletes.
+
+    It is written after Chroma, so after a crash it can only lag behind; a lagging
+    (or missing: a store made before it existed) index is backfilled from Chroma.
+    """
+    from ragbatch.lexical import LexicalIndex
+
+    lexical = LexicalIndex.open(store)
+    upserts = [(c["id"], c["text"]) for c in new]
+    if len(lexical) != len(existing):
+        doomed = set(stale)
+        upserts += chroma.texts([cid for cid in existing if cid not in doomed])
+    if upserts or stale:
+        lexical.update(upserts, stale)
+        lexical.save()
+
+
+def chunk_files(executor, files: list[dict], chunker: Chunker, report: IndexReport) -> tuple[list[dict], set[str]]:
+    """Every file's chunks; failed files are reported and left out of `read_ok`."""
     chunks, failed = [], set()
-    for row in rows:
+    for row in executor.map_files(files, lambda f: read_and_chunk(f, chunker)):
         if row["error"]:
             report.errors.append(row["error"])
             failed.add(row["path"])
@@ -176,13 +212,13 @@ def index(options: IndexOptions, progress) -> IndexReport:
             chunks.append(row)
     read_ok = {f["path"] for f in files} - failed
     report.files = len(read_ok)
+    return chunks, read_ok
 
+
+def write_store(store: Path, manifest: dict, executor, loader, files, chunks, read_ok, report: IndexReport) -> None:
+    """Embed what is new, write it, delete what is stale, then the BM25 index and manifest."""
     from ragbatch.store import ChromaStore
 
-    store.mkdir(parents=True, exist_ok=True)
-    if manifest is None:
-        manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
-        write_manifest(store, manifest)
     chroma = ChromaStore(store, manifest["collection"])
     try:
         existing = chroma.existing()
@@ -211,33 +247,6 @@ def index(options: IndexOptions, progress) -> IndexReport:
         write_manifest(store, manifest)
     finally:
         chroma.close()
-        executor.close()
-    report.skipped_files = len(report.errors) + len(report.skipped)
-
-    if options.publish_root:
-        from ragbatch.publish import publish
-
-        report.published = str(publish(store, options.publish_root, keep=options.keep))
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
-    """Keep the BM25 index in step with Chroma: the same upserts and deletes.
-
-    It is written after Chroma, so after a crash it can only lag behind; a lagging
-    (or missing: a store made before it existed) index is backfilled from Chroma.
-    """
-    from ragbatch.lexical import LexicalIndex
-
-    lexical = LexicalIndex.open(store)
-    upserts = [(c["id"], c["text"]) for c in new]
-    if len(lexical) != len(existing):
-        doomed = set(stale)
-        upserts += chroma.texts([cid for cid in existing if cid not in doomed])
-    if upserts or stale:
-        lexical.update(upserts, stale)
-        lexical.save()
 
 
 class BackgroundWriter:

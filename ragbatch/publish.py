@@ -283,7 +283,9 @@ def resolve_store(path: str | Path, cache_dir: str | Path | None = None) -> Path
         raise StoreError(f"{path}: no such store")
     if not is_published(path):
         return path
-    cache = Path(cache_dir or os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch").expanduser()
+    from ragbatch.cache import cache_dir as ragbatch_cache
+
+    cache = ragbatch_cache(cache_dir)
     for attempt in (1, 2):
         version = Path(os.path.realpath(path))  # resolve once; never follow the link again
         try:

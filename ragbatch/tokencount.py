@@ -55,8 +55,9 @@ def count(enc, text: str) -> int:
 def _tiktoken_cache_dir() -> Path:
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         return Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    root = os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch"
-    return Path(root).expanduser() / "tiktoken"
+    from ragbatch.cache import cache_dir
+
+    return cache_dir() / "tiktoken"
 
 
 def _install_bpe_file(bpe_name: str, cache_dir: Path) -> None:

@@ -1,0 +1,28 @@
+"""Quiet the model libraries: offline, no progress bars, warnings and errors only."""
+
+from __future__ import annotations
+
+import os
+
+
+def quiet_libraries() -> None:
+    """Set before any model library is imported: no hub calls, no log walls.
+
+    The environment variables also reach child processes (Ray workers).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings (vLLM's NUMA notice)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("chromadb", "sentence_transformers", "transformers", "ray", "vllm", "bm25s"):
+        logging.getLogger(name).setLevel(logging.ERROR)
