@@ -286,7 +286,7 @@ def resolve_store(path: str | Path, cache_dir: str | Path | None = None) -> Path
     from ragbatch.cache import cache_dir as ragbatch_cache
 
     cache = ragbatch_cache(cache_dir)
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         version = Path(os.path.realpath(path))  # resolve once; never follow the link again
         try:
             return _cache_version(version, cache)

@@ -4,7 +4,6 @@ Bad invocations fail before any model loads, so most error tests are quick; the
 generation tests load vLLM once per `ask` call."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Question files: every format, ids, carried fields, and errors naming file and line."""
 
 import io
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
