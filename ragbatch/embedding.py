@@ -182,7 +182,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(self.device)
-        kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
+        kwargs = {"model_kwargs": {"dtype": "float16"}} if self.device == "cuda" else {}
         try:
             self.model = SentenceTransformer(self.spec.path, device=self.device, local_files_only=True, **kwargs)
         except Exception as exc:  # noqa: BLE001
