@@ -98,11 +98,13 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
 @handle_errors
 def publish(store, root, keep, as_json):
     """Publish a verified, versioned copy of a store under ROOT, switched in atomically."""
+    from ragbatch.indexing import store_lock
     from ragbatch.manifest import require_manifest
     from ragbatch.publish import publish as run_publish
 
     require_manifest(store)
-    version = run_publish(store, root, keep=keep)
+    with store_lock(store):  # not while an index run is writing it
+        version = run_publish(store, root, keep=keep)
     if as_json:
         click.echo(json.dumps({"store": str(store), "published": str(version), "link": str(Path(root) / Path(store).name)}))
     else:

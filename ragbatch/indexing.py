@@ -11,6 +11,7 @@ import os
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
 
 COLLECTION = "chunks"
+LOCK_FILE = ".ragbatch.lock"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
 RAY_THRESHOLD_BYTES = 64 * 2**20
 
@@ -153,6 +155,28 @@ def index(options: IndexOptions, progress) -> IndexReport:
         raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
 
     store = Path(options.store)
+    with store_lock(store):
+        return _index_locked(options, progress, store, files, report, started)
+
+
+@contextmanager
+def store_lock(store: Path):
+    """One writer per store: Chroma silently loses vectors when two processes write one
+    collection, and cron jobs overlap. Held until the run (and its publish) ends."""
+    import fcntl
+
+    from ragbatch.errors import StoreError
+
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{store}: another ragbatch process is indexing this store; run again when it has finished") from None
+        yield
+
+
+def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict], report: IndexReport, started: float) -> IndexReport:
     manifest = read_manifest(store)
     spec, info, params = settle_settings(options, manifest)
     embedder_meta = spec.as_dict()
@@ -166,7 +190,6 @@ def index(options: IndexOptions, progress) -> IndexReport:
     executor = make_executor(executor_name, progress, loader.device, options.batch_size)
     try:
         chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
-        store.mkdir(parents=True, exist_ok=True)
         if manifest is None:
             manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
             write_manifest(store, manifest)

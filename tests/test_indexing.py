@@ -136,6 +136,18 @@ def test_store_refuses_another_embedder_or_chunking(corpus, tmp_path):
     assert set(stored(store)) == set(before)  # nothing written by the refused runs
 
 
+def test_a_second_writer_on_the_same_store_is_refused(corpus, tmp_path):
+    import fcntl
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with open(store / ".ragbatch.lock", "w") as held:  # another process indexing it now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(StoreError, match="another ragbatch process is indexing this store"):
+            run([corpus], store)
+    assert run([corpus], store).embedded > 0  # free again once the first writer ends
+
+
 def test_nothing_to_index_is_an_error(tmp_path):
     with pytest.raises(RagbatchError, match="nothing to index"):
         run([tmp_path / "nope.txt"], tmp_path / "store")
