@@ -70,7 +70,7 @@ class Retriever:
         if self.mode == "dense":
             return self.chroma.query(self.embedder.embed_queries(questions), min(k, count))
         if self.mode == "bm25":
-            return [self.chroma.hits(ranked) for ranked in self.lexical.search(questions, k)]
+            return self.chroma.hits(self.lexical.search(questions, k))
         from ragbatch.fusion import reciprocal_rank_fusion
 
         depth = min(max(k, FUSION_DEPTH), count)
@@ -80,7 +80,7 @@ class Retriever:
             reciprocal_rank_fusion([[(h.chunk_id, h.score) for h in d], lex], k)
             for d, lex in zip(dense, lexical)
         ]
-        return [self.chroma.hits(ranked) for ranked in fused]
+        return self.chroma.hits(fused)
 
     def close(self) -> None:
         self.chroma.close()

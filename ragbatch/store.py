@@ -32,6 +32,10 @@ class Hit:
     title: str
 
 
+def _hit(chunk_id: str, text: str, meta: dict, score: float) -> Hit:
+    return Hit(chunk_id, meta.get("source", ""), float(score), text, meta.get("title", ""))
+
+
 class ChromaStore:
     def __init__(self, store: Path, collection: str, create: bool = True):
         import chromadb
@@ -94,17 +98,17 @@ class ChromaStore:
             pairs.extend(zip(page["ids"], page["documents"]))
         return pairs
 
-    def hits(self, ranked: list[tuple[str, float]]) -> list[Hit]:
-        """Hits for (id, score) pairs ranked elsewhere (BM25, fusion), in that order."""
-        if not ranked:
-            return []
-        found = self.collection.get(ids=[i for i, _ in ranked], include=["documents", "metadatas"])
-        by_id = {i: (doc, meta) for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])}
-        return [
-            Hit(i, by_id[i][1].get("source", ""), float(score), by_id[i][0], by_id[i][1].get("title", ""))
-            for i, score in ranked
-            if i in by_id
-        ]
+    def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
+        """Hits for (id, score) lists ranked elsewhere (BM25, fusion), in their order.
+
+        Every id of every list is fetched in one paged lookup, not one call per question.
+        """
+        wanted = list(dict.fromkeys(chunk_id for ranked in rankings for chunk_id, _ in ranked))
+        found: dict[str, tuple[str, dict]] = {}
+        for start in range(0, len(wanted), self.max_batch):
+            page = self.collection.get(ids=wanted[start : start + self.max_batch], include=["documents", "metadatas"])
+            found.update(zip(page["ids"], zip(page["documents"], page["metadatas"])))
+        return [[_hit(i, *found[i], score) for i, score in ranked if i in found] for ranked in rankings]
 
     def query(self, embeddings, k: int) -> list[list[Hit]]:
         """Top k for every query vector, in one call per Chroma batch."""
@@ -117,12 +121,7 @@ class ChromaStore:
                 include=["documents", "metadatas", "distances"],
             )
             for ids, docs, metas, dists in zip(found["ids"], found["documents"], found["metadatas"], found["distances"]):
-                results.append(
-                    [
-                        Hit(i, m.get("source", ""), 1.0 - float(d), doc, m.get("title", ""))
-                        for i, doc, m, d in zip(ids, docs, metas, dists)
-                    ]
-                )
+                results.append([_hit(i, doc, m, 1.0 - float(d)) for i, doc, m, d in zip(ids, docs, metas, dists)])
         return results
 
     def close(self) -> None:
