@@ -45,6 +45,9 @@ def handle_errors(command):
     return wrapper
 
 
+DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
 @click.version_option(package_name="ragbatch")
@@ -63,7 +66,7 @@ def main(debug: bool) -> None:
 @click.option("--chunk-size", type=click.IntRange(16), help="Chunk size in the embedder's tokens [default: fits the model].")
 @click.option("--chunk-overlap", type=click.IntRange(0), help="Overlap between chunks, in tokens [default: size/8].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Texts per forward pass.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--executor", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True, help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
@@ -135,7 +138,7 @@ RETRIEVAL_OPTION = click.option(
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
 @click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
 @RETRIEVAL_OPTION
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
 def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, part_rows, retrieval, device, as_json):
@@ -162,7 +165,7 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--k", default=5, show_default=True, type=click.IntRange(1))
 @RETRIEVAL_OPTION
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {rank, source, chunk_id, score, text}.")
 @handle_errors
 def search(question, store, k, retrieval, device, as_json):
@@ -200,7 +203,7 @@ def parse_ks(ctx, param, value: str) -> list[int]:
 @click.option("--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write per-question rows (Parquet) for inspecting failures.")
 @RETRIEVAL_OPTION
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
 @handle_errors
 def eval_command(references, store, ks, answers, out, retrieval, device, as_json):
