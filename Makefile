@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 install:
 	bash scripts/install.sh
 
+# The design card's two commands, verbatim, where their files are: they write
+# corpora/stores/default/ and corpora/outputs/questions-answers.parquet.
 demo: install
-	$(BIN)/ragbatch index corpora/around.txt --store stores/around
-	$(BIN)/ragbatch ask corpora/questions.jsonl --store stores/around --out outputs/around-answers.parquet --resume
-	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('outputs/around-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
+	cd corpora && $(abspath $(BIN))/ragbatch index around.txt
+	cd corpora && $(abspath $(BIN))/ragbatch ask questions.jsonl
+	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('corpora/outputs/questions-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
 
 test: install
 	$(BIN)/python -m pytest

@@ -3,8 +3,10 @@
 A Parquet file is unreadable until its footer is written, so rows first go to
 complete small files in `OUT.parts/` (written to a temporary name, fsynced, renamed).
 When the run ends they are merged with any earlier answers into OUT, atomically.
-`--resume` reads the ids already in OUT and in leftover parts and skips them.
-An existing OUT is never truncated: without `--resume` the run refuses to start.
+`--resume` reads the ids already answered in OUT and in leftover parts and skips them
+(failed rows are retried); merging keeps the newest row of each id, so a crash between
+the merge and the removal of the parts never duplicates a row. An existing OUT is
+never truncated: it is replaced, atomically, only by a finished merge.
 """
 
 from __future__ import annotations
@@ -92,16 +94,46 @@ def carry_values(question: dict, schema, count_encoding: str | None = None) -> d
 
 
 class AnswerWriter:
-    def __init__(self, out: Path, schema, resume: bool):
+    """Writes answer rows for one OUT file; holds OUT's lock until `finish` or `close`.
+
+    mode: "new" refuses an existing OUT (or leftover parts); "resume" keeps the rows
+    already answered without error and answers the rest; "overwrite" starts over and
+    replaces OUT only when `finish` merges the new rows.
+    """
+
+    def __init__(self, out: Path, schema, mode: str = "new"):
+        from filelock import FileLock, Timeout
+
         self.out = Path(out)
         self.parts = self.out.with_name(self.out.name + ".parts")
         self.schema = schema
-        if not resume and self.out.exists():
-            raise RagbatchError(f"{self.out}: already exists; pass --resume to answer only the missing questions, or choose another --out")
-        if not resume and self.parts.exists():
-            raise RagbatchError(f"{self.parts}: left by an interrupted run; pass --resume to finish it")
+        self.mode = mode
         if not self.out.parent.is_dir():
             raise RagbatchError(f"--out {self.out}: the folder {self.out.parent} does not exist")
+        # Two runs on one OUT would merge and delete each other's parts.
+        lock_file = self.out.with_name(f".{self.out.name}.lock")
+        try:
+            lock_file.touch()  # FileLock reports an unwritable folder as a lock held elsewhere
+        except OSError as exc:
+            raise RagbatchError(f"--out {self.out}: cannot write there ({exc.strerror})") from None
+        self._lock = FileLock(lock_file)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise RagbatchError(f"{self.out}: another `ragbatch ask` is writing these answers; run again when it has finished") from None
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
+        if self.mode == "new" and self.out.exists():
+            raise RagbatchError(f"{self.out}: already exists; pass --resume to answer only the missing questions, --overwrite to start over, or choose another --out")
+        if self.mode == "new" and self.parts.exists():
+            raise RagbatchError(f"{self.parts}: left by an interrupted run; pass --resume to finish it, or --overwrite to start over")
+        if self.mode == "overwrite":
+            shutil.rmtree(self.parts, ignore_errors=True)
         try:
             self.parts.mkdir(exist_ok=True)
             probe = self.parts / f".probe-{uuid.uuid4().hex}"
@@ -112,19 +144,25 @@ class AnswerWriter:
         self.count = len(list(self.parts.glob("part-*.parquet")))
 
     def done_ids(self) -> set[str]:
-        """Ids answered by earlier runs: in OUT and in parts an interrupted run left."""
+        """Ids answered without error by earlier runs, in OUT and in leftover parts.
+
+        Rows that failed are not done: a resumed run retries them, and its row
+        replaces the failed one when the files are merged.
+        """
         import pyarrow.parquet as pq
 
         done: set[str] = set()
         for file in self._existing_files():
             try:
-                done.update(pq.read_table(file, columns=["id"]).column("id").to_pylist())
+                table = pq.read_table(file, columns=["id", "error"])
             except Exception as exc:  # noqa: BLE001
                 raise RagbatchError(f"{file}: cannot read earlier answers ({exc})") from None
+            done.update(qid for qid, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist()) if error is None)
         return done
 
     def _existing_files(self) -> list[Path]:
-        files = [self.out] if self.out.exists() else []
+        """Earlier answers, oldest first: OUT (unless starting over), then parts in write order."""
+        files = [self.out] if self.out.exists() and self.mode != "overwrite" else []
         return files + sorted(self.parts.glob("part-*.parquet"))
 
     def write(self, rows: list[dict]) -> None:
@@ -141,13 +179,15 @@ class AnswerWriter:
         os.replace(tmp, final)
 
     def finish(self, order: list[str]) -> int:
-        """Merge earlier answers and parts into OUT in input order; return the row count."""
+        """Merge earlier answers and parts into OUT in input order, one row per id (the
+        newest); return the row count. Then remove the parts and release the lock."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         tables = [pq.read_table(f) for f in self._existing_files()]
         table = pa.concat_tables(tables, promote_options="permissive") if tables else self.schema.empty_table()
+        table = _newest_per_id(table)
         rank = {qid: i for i, qid in enumerate(order)}
         keys = pa.array([rank.get(qid, len(rank)) for qid in table.column("id").to_pylist()], pa.int64())
         table = table.take(pc.sort_indices(keys))
@@ -155,8 +195,29 @@ class AnswerWriter:
         pq.write_table(table, tmp)
         _fsync(tmp)
         os.replace(tmp, self.out)
+        # A crash here leaves parts whose rows OUT already holds: the next merge keeps one of each.
         shutil.rmtree(self.parts, ignore_errors=True)
+        self.close()
         return table.num_rows
+
+    def close(self) -> None:
+        try:
+            self.parts.rmdir()  # only when empty: a run that wrote nothing leaves nothing
+        except OSError:
+            pass
+        self._lock.release()
+
+
+def _newest_per_id(table):
+    """Keep the last row of each id: files are concatenated oldest first."""
+    ids = table.column("id").to_pylist()
+    seen: set[str] = set()
+    keep = []
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] not in seen:
+            seen.add(ids[i])
+            keep.append(i)
+    return table if len(keep) == len(ids) else table.take(sorted(keep))
 
 
 def _fsync(path: Path) -> None:

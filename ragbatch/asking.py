@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ragbatch.answers import AnswerWriter, answer_schema, carry_values
 from ragbatch.errors import RagbatchError
+from ragbatch.manifest import require_store_path
 from ragbatch.pricing import load_prices, price_for
 from ragbatch.questions import read_questions
 
@@ -25,7 +26,7 @@ FLUSH_SECONDS = 10.0
 class AskOptions:
     questions: str
     store: Path
-    out: Path
+    out: Path | None = None  # None: outputs/<stem>-answers.parquet, resumed when it exists
     k: int = 5
     llm: str | None = None
     max_tokens: int = 128
@@ -34,6 +35,7 @@ class AskOptions:
     system_prompt: str | None = None
     prompt_file: Path | None = None
     resume: bool = False
+    overwrite: bool = False
     count_tokens: str | None = None
     prices: Path | None = None
     price_prompt: float | None = None
@@ -56,6 +58,7 @@ class AskReport:
     seconds: float = 0.0
     generation_seconds: float = 0.0
     out: str = ""
+    store: str = ""
     llm: str = ""
     embedder: str = ""
     retrieval: str = ""
@@ -77,6 +80,7 @@ class AskReport:
             "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_per_second, 1),
             "out": self.out,
+            "store": self.store,
             "llm": self.llm,
             "embedder": self.embedder,
             "retrieval": self.retrieval,
@@ -94,11 +98,23 @@ def system_prompt_of(options: AskOptions) -> str:
     return options.system_prompt or DEFAULT_SYSTEM_PROMPT
 
 
-def ask(options: AskOptions, progress) -> AskReport:
+def answers_file(options: AskOptions) -> tuple[Path, str]:
+    """OUT and the AnswerWriter mode. The default OUT resumes, so rerunning the same
+    command (from cron, say) answers only new questions; an explicit --out is refused
+    when it exists, unless --resume; --overwrite starts over either way."""
+    if options.out is None:
+        from ragbatch.locations import default_answers
+
+        out = default_answers(options.questions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out, "overwrite" if options.overwrite else "resume"
+    return Path(options.out), "overwrite" if options.overwrite else "resume" if options.resume else "new"
+
+
+def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
+    """Answer every question not answered yet; `notify` gets one line when some already are."""
     started = time.perf_counter()
-    report = AskReport(out=str(options.out), retrieval=options.retrieval)
     questions = read_questions(options.questions)
-    report.questions = len(questions)
     system_prompt = system_prompt_of(options)
     table = load_prices(options.prices) if options.prices else None
     counter = None
@@ -106,11 +122,26 @@ def ask(options: AskOptions, progress) -> AskReport:
         from ragbatch.tokencount import encoding
 
         counter = encoding(options.count_tokens)
+    require_store_path(options.store)
     schema = answer_schema(questions, options.count_tokens)
-    writer = AnswerWriter(options.out, schema, options.resume)
-    done = writer.done_ids() if options.resume else set()
+    out, mode = answers_file(options)
+    report = AskReport(out=str(out), store=str(options.store), retrieval=options.retrieval, questions=len(questions))
+    writer = AnswerWriter(out, schema, mode)
+    try:
+        _answer(options, questions, system_prompt, table, counter, writer, report, progress, notify)
+    finally:
+        writer.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _answer(options, questions, system_prompt, table, counter, writer, report, progress, notify):
+    done = writer.done_ids() if writer.mode == "resume" else set()
     todo = [q for q in questions if q["id"] not in done]
     report.skipped = len(questions) - len(todo)
+    if report.skipped:
+        rest = f"answering the other {len(todo)}" if todo else "nothing to do (--overwrite starts over)"
+        notify(f"{writer.out}: {report.skipped} of {len(questions)} questions already answered; {rest}")
 
     if todo:
         from ragbatch.generation import DEFAULT_LLM, resolve_llm
@@ -132,8 +163,6 @@ def ask(options: AskOptions, progress) -> AskReport:
         _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
 
     report.rows = writer.finish(order=[q["id"] for q in questions])
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):

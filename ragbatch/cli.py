@@ -28,6 +28,8 @@ def handle_errors(command):
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return command(*args, **kwargs)
+        except click.ClickException:
+            raise  # usage errors: click prints them and exits 2
         except RagbatchError as exc:
             if debug:
                 raise
@@ -45,7 +47,24 @@ def handle_errors(command):
     return wrapper
 
 
+def store_option(help: str):
+    """--store, defaulting to $RAGBATCH_STORE, else stores/default under the current directory."""
+    from ragbatch.locations import DEFAULT_STORE, STORE_ENV
+
+    return click.option(
+        "--store",
+        envvar=STORE_ENV,
+        show_envvar=True,
+        default=DEFAULT_STORE,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help,
+    )
+
+
 DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of tables.")
+K_OPTION = click.option("--k", default=5, show_default=True, type=click.IntRange(1), help="Passages retrieved per question.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +78,7 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Local store directory (created if absent).")
+@store_option("Local store directory (created if absent).")
 @click.option("--publish", "publish_root", type=click.Path(file_okay=False, path_type=Path), help="Also publish a verified copy under this root.")
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
 @click.option("--embedder", help="Embedding model: name, local folder or HF id [default: the store's, else all-MiniLM-L6-v2].")
@@ -68,7 +87,7 @@ def main(debug: bool) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Texts per forward pass.")
 @DEVICE_OPTION
 @click.option("--executor", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True, help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@JSON_OPTION
 @handle_errors
 def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap, batch_size, device, executor, as_json):
     """Index text, HTML and Markdown files (or directories, or globs) into a Chroma store."""
@@ -76,7 +95,18 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
     from ragbatch.indexing import index as run_index
     from ragbatch.progress import make_progress
 
-    options = IndexOptions(list(paths), store, publish_root, embedder, chunk_size, chunk_overlap, batch_size, device, executor, keep)
+    options = IndexOptions(
+        paths=list(paths),
+        store=store,
+        publish_root=publish_root,
+        embedder=embedder,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        batch_size=batch_size,
+        device=device,
+        executor=executor,
+        keep=keep,
+    )
     with make_progress(not as_json) as progress:
         report = run_index(options, progress)
     for line in report.skipped:
@@ -94,10 +124,10 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
 
 
 @main.command()
-@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Local store to publish.")
+@store_option("Local store to publish.")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @handle_errors
 def publish(store, root, keep, as_json):
     """Publish a verified, versioned copy of a store under ROOT, switched in atomically."""
@@ -119,18 +149,26 @@ RETRIEVAL_OPTION = click.option(
 )
 
 
+READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
+
+
 @main.command()
 @click.argument("questions")
-@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to retrieve from (local, or a published link).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Parquet file of answers.")
-@click.option("--k", default=5, show_default=True, type=click.IntRange(1), help="Passages retrieved per question.")
+@store_option(READ_STORE_HELP)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Parquet file of answers [default: outputs/<QUESTIONS stem>-answers.parquet, resumed when it exists].",
+)
+@K_OPTION
 @click.option("--llm", help="Generator: packaged name, local folder or cached HF id [default: smollm2-135m-instruct].")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--system-prompt", help="System prompt text [default: answer from the numbered passages or say I don't know].")
 @click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the system prompt from a file.")
-@click.option("--resume", is_flag=True, help="Keep answers already in --out (and parts of an interrupted run); answer the rest.")
+@click.option("--resume", is_flag=True, help="Keep answers already in --out (and parts of an interrupted run); answer the rest and retry failed rows.")
+@click.option("--overwrite", is_flag=True, help="Start over: answer every question; the old file is replaced when the run finishes.")
 @click.option("--count-tokens", metavar="ENCODING", help="Add columns counting prompt and answer in a tiktoken encoding (cl100k_base, o200k_base).")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), help="JSON or TOML table of USD per million tokens.")
 @click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
@@ -139,9 +177,9 @@ RETRIEVAL_OPTION = click.option(
 @click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
 @RETRIEVAL_OPTION
 @DEVICE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@JSON_OPTION
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, max_model_len, part_rows, retrieval, device, as_json):
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, part_rows, retrieval, device, as_json):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
@@ -149,24 +187,50 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 
     if system_prompt and prompt_file:
         raise click.UsageError("give --system-prompt or --prompt-file, not both")
-    options = AskOptions(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, count_tokens, prices, price_prompt, price_completion, device, max_model_len, retrieval, part_rows)
+    if resume and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
+    options = AskOptions(
+        questions=questions,
+        store=store,
+        out=out,
+        k=k,
+        llm=llm,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        system_prompt=system_prompt,
+        prompt_file=prompt_file,
+        resume=resume,
+        overwrite=overwrite,
+        count_tokens=count_tokens,
+        prices=prices,
+        price_prompt=price_prompt,
+        price_completion=price_completion,
+        device=device,
+        max_model_len=max_model_len,
+        retrieval=retrieval,
+        part_rows=part_rows,
+    )
     with make_progress(not as_json) as progress:
-        report = run_ask(options, progress)
+        report = run_ask(options, progress, notify=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
         from ragbatch.render import ask_summary
 
         ask_summary(report)
+    if report.failed:
+        click.echo(f"{report.failed} of {report.questions} questions failed: see the `error` column of {report.out}", err=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 @main.command()
 @click.argument("question")
-@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--k", default=5, show_default=True, type=click.IntRange(1))
+@store_option(READ_STORE_HELP)
+@K_OPTION
 @RETRIEVAL_OPTION
 @DEVICE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {rank, source, chunk_id, score, text}.")
+@JSON_OPTION
 @handle_errors
 def search(question, store, k, retrieval, device, as_json):
     """Show the passages ranked for one QUESTION."""
@@ -179,11 +243,11 @@ def search(question, store, k, retrieval, device, as_json):
         retriever.close()
     results = [{"rank": rank, "source": h.source, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text} for rank, h in enumerate(hits, start=1)]
     if as_json:
-        click.echo(json.dumps(results))
+        click.echo(json.dumps({"question": question, "store": str(store), "retrieval": retrieval, "results": results}))
     else:
         from ragbatch.render import search_results
 
-        search_results(question, results)
+        search_results(question, store, results)
 
 
 def parse_ks(ctx, param, value: str) -> list[int]:
@@ -198,13 +262,13 @@ def parse_ks(ctx, param, value: str) -> list[int]:
 
 @main.command(name="eval")
 @click.argument("references")
-@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path))
+@store_option(READ_STORE_HELP)
 @click.option("--k", "ks", default="1,3,5,10", show_default=True, callback=parse_ks, help="Cut-offs for hit@k, comma-separated.")
 @click.option("--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write per-question rows (Parquet) for inspecting failures.")
 @RETRIEVAL_OPTION
 @DEVICE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of tables.")
+@JSON_OPTION
 @handle_errors
 def eval_command(references, store, ks, answers, out, retrieval, device, as_json):
     """Measure retrieval (and answer) quality against REFERENCES (JSONL with question and source)."""
@@ -212,7 +276,8 @@ def eval_command(references, store, ks, answers, out, retrieval, device, as_json
     from ragbatch.progress import make_progress
 
     with make_progress(not as_json) as progress:
-        summary, _ = evaluate(EvalOptions(references, store, ks, answers, out, retrieval, device), progress)
+        options = EvalOptions(references=references, store=store, ks=ks, answers=answers, out=out, retrieval=retrieval, device=device)
+        summary, _ = evaluate(options, progress)
     if as_json:
         click.echo(json.dumps(summary))
     else:

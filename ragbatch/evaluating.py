@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragbatch.errors import RagbatchError
+from ragbatch.manifest import require_store_path
 from ragbatch.questions import read_questions
 
 
@@ -50,6 +51,7 @@ def evaluate(options: EvalOptions, progress) -> tuple[dict, list[dict]]:
     from ragbatch.retrieval import Retriever
 
     started = time.perf_counter()
+    require_store_path(options.store)
     references = read_references(options.references)
     answers = read_answers(options.answers) if options.answers else {}
     if options.out and not Path(options.out).parent.is_dir():

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ragbatch.errors import StoreError
+from ragbatch.locations import store_hint
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -33,12 +34,22 @@ def read_manifest(store: Path) -> dict | None:
 
 
 def require_manifest(store: Path) -> dict:
-    if not Path(store).exists():
-        raise StoreError(f"{store}: no such store (create it with `ragbatch index PATH --store {store}`)")
+    require_store_path(store)
     manifest = read_manifest(store)
     if manifest is None:
         raise StoreError(f"{store}: not a ragbatch store (no {MANIFEST})")
     return manifest
+
+
+def missing_store(store: Path) -> StoreError:
+    """The error for a store that does not exist, saying which command creates it."""
+    return StoreError(f"{store}: no such store yet; create it with `{store_hint(store)}`")
+
+
+def require_store_path(store: Path) -> None:
+    """Fail early, before reading inputs or loading models, when `store` does not exist."""
+    if not os.path.lexists(store):
+        raise missing_store(store)
 
 
 def write_manifest(store: Path, manifest: dict) -> None:

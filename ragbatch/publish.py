@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ragbatch.errors import RagbatchError, StoreError
+from ragbatch.manifest import missing_store
 
 CHECKSUMS = "CHECKSUMS.sha256"
 VERSIONS_SUFFIX = ".versions"
@@ -54,7 +55,7 @@ def publish(store: str | Path, root: str | Path, keep: int = 3) -> Path:
     if keep < 1:
         raise RagbatchError(f"publish: keep={keep}, must be at least 1")
     if not store.is_dir():
-        raise StoreError(f"{store}: no such store")
+        raise missing_store(store)
     name = store.resolve().name
     _check_store_integrity(store)
     source_hashes = _hash_tree(store)  # only after Chroma's client has closed
@@ -280,7 +281,7 @@ def resolve_store(path: str | Path, cache_dir: str | Path | None = None) -> Path
     """
     path = Path(path)
     if not os.path.lexists(path):
-        raise StoreError(f"{path}: no such store")
+        raise missing_store(path)
     if not is_published(path):
         return path
     from ragbatch.cache import cache_dir as ragbatch_cache

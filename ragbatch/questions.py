@@ -1,13 +1,16 @@
 """Read questions: JSONL, CSV, Parquet, plain text (one a line), or `-` for stdin.
 
 Every question becomes `{"id": str, "question": str, **other fields}`. Ids come from
-the input or, when absent, from the line (or row) number. Errors name the file and
-the line: a malformed JSONL line, a missing `question`, a duplicate id.
+the input or, when absent, from a hash of the question's text (`q-` and 16 hex digits;
+`-2`, `-3`... for repeats), so editing the file never gives an old answer to another
+question on `--resume`, as line numbers would. Errors name the file and the line: a
+malformed JSONL line, a missing `question`, a duplicate id.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -92,15 +95,26 @@ def _check(rows: list[tuple[int, dict]], name: str) -> list[dict]:
     if not rows:
         raise RagbatchError(f"{name}: no questions (empty file)")
     seen: dict[str, int] = {}
+    repeats: dict[str, int] = {}
     questions = []
     for number, row in rows:
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise InputFileError(f"{name}:{number}", "missing or empty \"question\" field")
+        question = question.strip()
         qid = row.get("id")
-        qid = str(number) if qid is None or qid == "" else str(qid)
+        if qid is None or qid == "":
+            qid = text_id(question)
+            repeats[qid] = repeats.get(qid, 0) + 1
+            qid = qid if repeats[qid] == 1 else f"{qid}-{repeats[qid]}"
+        qid = str(qid)
         if qid in seen:
             raise InputFileError(f"{name}:{number}", f"duplicate id {qid!r} (first on line {seen[qid]})")
         seen[qid] = number
-        questions.append({**row, "id": qid, "question": question.strip()})
+        questions.append({**row, "id": qid, "question": question})
     return questions
+
+
+def text_id(question: str) -> str:
+    """A question's id when the input gives none: stable across edits of other lines."""
+    return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]

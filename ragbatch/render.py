@@ -38,6 +38,7 @@ def ask_summary(report) -> None:
     _table(
         "ragbatch ask",
         [
+            ("store", report.store),
             ("questions", report.questions),
             ("answered now", report.answered),
             ("failed", report.failed),
@@ -52,11 +53,11 @@ def ask_summary(report) -> None:
     )
 
 
-def search_results(question: str, results: list[dict]) -> None:
+def search_results(question: str, store, results: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=question, title_justify="left", show_lines=True)
+    table = Table(title=f"{question}  [dim](store {store})[/dim]", title_justify="left", show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("source")
@@ -85,7 +86,7 @@ def eval_summary(summary: dict, ks: list[int]) -> None:
         table.add_row("answer hit", *[rate(summary["answer_hit_at"].get(k)) for k in ks])
     console = Console()
     console.print(table)
-    lines = [f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}", f"MRR {rate(summary['mrr'])}"]
+    lines = [f"store {summary['store']}", f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}", f"MRR {rate(summary['mrr'])}"]
     if "exact_match" in summary:
         lines.append(f"exact match {rate(summary['exact_match'])}, F1 {rate(summary['f1'])}, I don't know {rate(summary.get('dont_know_rate'))}")
     console.print("\n".join(lines))

@@ -58,9 +58,11 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
     )
     out = tmp_path / "answers.parquet"
     result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # done, but a row failed (README's exit codes)
+    assert "1 of 3 questions failed" in result.stderr
     report = json.loads(result.stdout)
     assert (report["questions"], report["answered"], report["failed"], report["skipped"]) == (3, 2, 1, 0)
+    assert report["store"] == str(store)
 
     table = pq.read_table(out)
     assert table.schema.names[: len(BASE_COLUMNS)] == [n for n, _ in BASE_COLUMNS]
@@ -125,7 +127,9 @@ def test_a_killed_run_resumes_without_redoing_finished_ids(store, tmp_path):
 def test_search_json_lists_ranked_passages(store, tmp_path):
     result = ragbatch("search", "What is the national dish?", "--store", store, "--k", 2, "--json")
     assert result.returncode == 0, result.stderr
-    hits = json.loads(result.stdout)
+    found = json.loads(result.stdout)
+    assert found["store"] == str(store) and found["retrieval"] == "hybrid"
+    hits = found["results"]
     assert [h["rank"] for h in hits] == [1, 2] and set(hits[0]) == {"rank", "source", "chunk_id", "score", "text"}
     assert "brodo" in hits[0]["text"]
 

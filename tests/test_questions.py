@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ragbatch.errors import InputFileError, RagbatchError
-from ragbatch.questions import read_questions
+from ragbatch.questions import read_questions, text_id
 
 
 def test_jsonl_with_and_without_ids_carries_other_fields(tmp_path):
@@ -16,7 +16,7 @@ def test_jsonl_with_and_without_ids_carries_other_fields(tmp_path):
     qs = read_questions(str(f))
     assert qs == [
         {"id": "a", "question": "Who?", "source": "x.txt"},
-        {"id": "3", "question": "Why?", "answers": ["because"]},  # id from its line number
+        {"id": text_id("Why?"), "question": "Why?", "answers": ["because"]},  # id from its text
         {"id": "7", "question": "When?"},
     ]
 
@@ -28,16 +28,26 @@ def test_csv_parquet_and_text(tmp_path):
         {"id": "2", "question": "Where?", "topic": "y"},
     ]
     pq.write_table(pa.table({"question": ["One?", "Two?"], "n": [1, 2]}), tmp_path / "q.parquet")
-    assert read_questions(str(tmp_path / "q.parquet")) == [{"id": "1", "question": "One?", "n": 1}, {"id": "2", "question": "Two?", "n": 2}]
+    assert read_questions(str(tmp_path / "q.parquet")) == [{"id": text_id("One?"), "question": "One?", "n": 1}, {"id": text_id("Two?"), "question": "Two?", "n": 2}]
     (tmp_path / "q.txt").write_text("First question?\n\nSecond question?\n")
-    assert [q["id"] for q in read_questions(str(tmp_path / "q.txt"))] == ["1", "3"]
+    assert [q["id"] for q in read_questions(str(tmp_path / "q.txt"))] == [text_id("First question?"), text_id("Second question?")]
+
+
+def test_ids_from_text_survive_edits_and_repeats_get_suffixes(tmp_path):
+    f = tmp_path / "q.txt"
+    f.write_text("Who?\nWhy?\nWho?\n")
+    before = {q["question"]: q["id"] for q in read_questions(str(f))[:2]}
+    assert [q["id"] for q in read_questions(str(f))] == [text_id("Who?"), text_id("Why?"), text_id("Who?") + "-2"]
+    f.write_text("A new first question?\nWho?\nWhy?\n")  # lines moved: ids did not
+    assert {q["question"]: q["id"] for q in read_questions(str(f))[1:]} == before
+    assert text_id("Who?").startswith("q-") and len(text_id("Who?")) == 18
 
 
 def test_stdin_jsonl_and_text(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO('{"question": "Q1?"}\n'))
-    assert read_questions("-") == [{"id": "1", "question": "Q1?"}]
+    assert read_questions("-") == [{"id": text_id("Q1?"), "question": "Q1?"}]
     monkeypatch.setattr("sys.stdin", io.StringIO("Plain question?\n"))
-    assert read_questions("-") == [{"id": "1", "question": "Plain question?"}]
+    assert read_questions("-") == [{"id": text_id("Plain question?"), "question": "Plain question?"}]
 
 
 @pytest.mark.parametrize(

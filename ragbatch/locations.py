@@ -1,0 +1,32 @@
+"""Where commands read and write when the user names no place: the design card's
+`ragbatch index around.txt` and `ragbatch ask questions.jsonl` need no options.
+
+Both defaults are relative to the current directory, like the layout's `stores/` and
+`outputs/` folders. `RAGBATCH_STORE` replaces the default store (the CLI reads it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STORE_ENV = "RAGBATCH_STORE"
+DEFAULT_STORE = Path("stores") / "default"
+OUTPUTS = Path("outputs")
+
+
+def default_store() -> Path:
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def default_answers(questions: str) -> Path:
+    """`outputs/<questions file stem>-answers.parquet`; `outputs/stdin-answers.parquet` for `-`."""
+    stem = "stdin" if questions == "-" else Path(questions).stem
+    return OUTPUTS / f"{stem}-answers.parquet"
+
+
+def store_hint(store: Path) -> str:
+    """The index command that creates `store`: no --store where the default already names it."""
+    if Path(store) == default_store():
+        return "ragbatch index FILES"
+    return f"ragbatch index FILES --store {store}"
