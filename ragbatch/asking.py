@@ -8,7 +8,7 @@ invocation fails in a second, not after minutes of embedding.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragbatch.answers import AnswerWriter, answer_schema, carry_values
@@ -63,6 +63,7 @@ class AskReport:
     embedder: str = ""
     retrieval: str = ""
     rows: int = 0
+    errors: list[str] = field(default_factory=list)  # input lines skipped, "file:line: why"
 
     @property
     def tokens_per_second(self) -> float:
@@ -84,6 +85,7 @@ class AskReport:
             "llm": self.llm,
             "embedder": self.embedder,
             "retrieval": self.retrieval,
+            "errors": self.errors,
         }
 
 
@@ -114,7 +116,13 @@ def answers_file(options: AskOptions) -> tuple[Path, str]:
 def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
     """Answer every question not answered yet; `notify` gets one line when some already are."""
     started = time.perf_counter()
-    questions = read_questions(options.questions)
+    bad_lines: list[str] = []
+
+    def skip_line(error) -> None:
+        bad_lines.append(str(error))
+        notify(f"error: {error} (skipped)")
+
+    questions = read_questions(options.questions, on_problem=skip_line)
     system_prompt = system_prompt_of(options)
     table = load_prices(options.prices) if options.prices else None
     counter = None
@@ -125,7 +133,7 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
     require_store_path(options.store)
     schema = answer_schema(questions, options.count_tokens)
     out, mode = answers_file(options)
-    report = AskReport(out=str(out), store=str(options.store), retrieval=options.retrieval, questions=len(questions))
+    report = AskReport(out=str(out), store=str(options.store), retrieval=options.retrieval, questions=len(questions), errors=bad_lines)
     writer = AnswerWriter(out, schema, mode)
     try:
         _answer(options, questions, system_prompt, table, counter, writer, report, progress, notify)

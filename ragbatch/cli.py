@@ -221,6 +221,7 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
         ask_summary(report)
     if report.failed:
         click.echo(f"{report.failed} of {report.questions} questions failed: see the `error` column of {report.out}", err=True)
+    if report.failed or report.errors:
         sys.exit(EXIT_PARTIAL)
 
 

@@ -137,8 +137,6 @@ def test_search_json_lists_ranked_passages(store, tmp_path):
 @pytest.mark.parametrize(
     "setup, args, message",
     [
-        (lambda d: d.joinpath("q.jsonl").write_text('{"question": "ok?"}\n{bad json\n'), ["{d}/q.jsonl"], "q.jsonl:2: not valid JSON"),
-        (lambda d: d.joinpath("q.jsonl").write_text('{"question": "ok?"}\n{"q": "x"}\n'), ["{d}/q.jsonl"], 'q.jsonl:2: missing or empty "question"'),
         (lambda d: d.joinpath("q.jsonl").write_text(""), ["{d}/q.jsonl"], "no questions (empty file)"),
         (lambda d: None, ["{d}/none.jsonl"], "none.jsonl: no such file"),
         (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--store", "{d}/nostore"], "nostore: no such store"),
@@ -159,6 +157,21 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(store, tmp_path, setup, args, 
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_bad_question_lines_are_named_and_skipped_and_the_rest_answered(store, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "ok", "question": "What is the capital of Freedonia?"}\n{bad json\n{"q": "x"}\n{"question": "Trunc')
+    result = ragbatch("ask", questions, "--store", store, "--out", tmp_path / "a.parquet", "--k", 1, "--max-tokens", 8, "--json")
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {questions}:2: not valid JSON: Expecting property name enclosed in double quotes: column 2 (skipped)",
+        f'error: {questions}:3: missing or empty "question" field (skipped)',
+        f"error: {questions}:4: not valid JSON: Unterminated string starting at: column 14 (skipped)",
+    ]
+    assert json.loads(result.stdout)["errors"] == [e.removeprefix("error: ").removesuffix(" (skipped)") for e in errors]
+    assert pq.read_table(tmp_path / "a.parquet").column("id").to_pylist() == ["ok"]
 
 
 def test_existing_out_is_never_truncated(store, tmp_path):

@@ -79,3 +79,38 @@ def test_missing_empty_and_undecodable_files(tmp_path):
     (tmp_path / "q.csv").write_text("text\nhello\n")
     with pytest.raises(RagbatchError, match='no "question" column'):
         read_questions(str(tmp_path / "q.csv"))
+
+
+def test_bad_lines_are_reported_and_skipped_when_the_caller_goes_on(tmp_path):
+    problems = []
+    f = tmp_path / "q.jsonl"
+    f.write_bytes(
+        b'\xef\xbb\xbf{"question": "First?"}\n'  # a byte-order mark
+        b'{"question": "caf\xe9?"}\n'  # invalid UTF-8 in the middle of the file
+        b'{"question": "   "}\n'
+        b'{"id": "a", "question": "Second?"}\n'
+        b'{"id": "a", "question": "Again?"}\n'
+        b'{"question": "' + b"x" * 100_000 + b'"}\n'
+        b'{"question": "Trunc'  # a trailing partial line
+    )
+    questions = read_questions(str(f), on_problem=problems.append)
+    assert [q["question"][:8] for q in questions] == ["First?", "Second?", "x" * 8]
+    assert [e.where for e in problems] == [f"{f}:{n}" for n in (2, 3, 5, 7)]
+    assert [e.reason[:14] for e in problems] == ["not UTF-8 text", 'missing or emp', "duplicate id '", "not valid JSON"]
+    with pytest.raises(InputFileError, match=r"q.jsonl:2: not UTF-8"):
+        read_questions(str(f))  # without a handler the first bad line stops the read
+
+
+def test_csv_quoted_fields_keep_newlines_and_quotes_and_name_their_first_line(tmp_path):
+    f = tmp_path / "q.csv"
+    f.write_text('id,question\n1,"Two\nlines, and ""quotes""?"\n2,\n3,Plain?\n', newline="")
+    problems = []
+    questions = read_questions(str(f), on_problem=problems.append)
+    assert [q["question"] for q in questions] == ['Two\nlines, and "quotes"?', "Plain?"]
+    assert [e.where for e in problems] == [f"{f}:4"]
+
+
+def test_a_file_of_only_bad_lines_is_an_error(tmp_path):
+    (tmp_path / "q.jsonl").write_text("{nope\n")
+    with pytest.raises(RagbatchError, match="no usable questions"):
+        read_questions(str(tmp_path / "q.jsonl"), on_problem=lambda e: None)
