@@ -1,4 +1,7 @@
-"""The command line as users and scripts see it: exit codes, one-line errors, JSON."""
+"""The command line as users and scripts see it: exit codes, one-line errors, JSON.
+
+In-process through click's CliRunner; a real subprocess only where the point is what
+a fresh interpreter imports or prints (help speed, --debug tracebacks)."""
 
 import json
 import os
@@ -7,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from ragbatch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def ragbatch(*args, cwd=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def invoke(*args):
+    """Run a command in-process: exit code, stdout and stderr as a shell would see them."""
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_help_imports_no_heavy_library():
@@ -29,8 +40,8 @@ def test_index_json_and_exit_codes(tmp_path):
     docs.mkdir()
     (docs / "a.txt").write_text("Phileas Fogg lived at Saville Row.\nPassepartout was his new servant.\n")
     (docs / "bad.txt").write_bytes(b"\xff\xfe\x00\x00")
-    result = ragbatch("index", docs, "--store", tmp_path / "store", "--json")
-    assert result.returncode == 3, result.stderr  # indexed, but a file was skipped for an error
+    result = invoke("index", docs, "--store", tmp_path / "store", "--json")
+    assert result.exit_code == 3, result.stderr  # indexed, but a file was skipped for an error
     report = json.loads(result.stdout)
     for key in ("files", "chunks", "embedded", "unchanged", "deleted", "skipped_files", "ms_per_vector", "seconds", "published"):
         assert key in report
@@ -38,8 +49,8 @@ def test_index_json_and_exit_codes(tmp_path):
     assert "bad.txt" in result.stderr and "Traceback" not in result.stderr
 
     (docs / "bad.txt").unlink()
-    again = ragbatch("index", docs, "--store", tmp_path / "store", "--json")
-    assert again.returncode == 0 and json.loads(again.stdout)["embedded"] == 0
+    again = invoke("index", docs, "--store", tmp_path / "store", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["embedded"] == 0
 
 
 @pytest.mark.parametrize(
@@ -52,18 +63,18 @@ def test_index_json_and_exit_codes(tmp_path):
 )
 def test_errors_are_one_line_without_traceback(tmp_path, args, message):
     (tmp_path / "ok.txt").write_text("Some text.\n")
-    result = ragbatch(*[a.replace("{tmp}", str(tmp_path)) for a in args])
-    assert result.returncode == 1
+    result = invoke(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
 def test_refused_store_is_left_intact(tmp_path):
     (tmp_path / "a.txt").write_text("Fogg wagered twenty thousand pounds.\n")
-    assert ragbatch("index", tmp_path / "a.txt", "--store", tmp_path / "s", "--chunk-size", "64").returncode == 0
+    assert invoke("index", tmp_path / "a.txt", "--store", tmp_path / "s", "--chunk-size", "64").exit_code == 0
     before = (tmp_path / "s" / "manifest.json").read_text()
-    result = ragbatch("index", tmp_path / "a.txt", "--store", tmp_path / "s", "--chunk-size", "32")
-    assert result.returncode == 1 and "chunk-size 64, not 32" in result.stderr
+    result = invoke("index", tmp_path / "a.txt", "--store", tmp_path / "s", "--chunk-size", "32")
+    assert result.exit_code == 1 and "chunk-size 64, not 32" in result.stderr
     assert (tmp_path / "s" / "manifest.json").read_text() == before
 
 
