@@ -113,15 +113,17 @@ def ask(options: AskOptions, progress) -> AskReport:
     report.skipped = len(questions) - len(todo)
 
     if todo:
-        from ragbatch.generation import DEFAULT_LLM, resolve_llm
+        from ragbatch.devices import pick_device
+        from ragbatch.models import DEFAULT_LLM, resolve_llm
         from ragbatch.retrieval import Retriever
 
         llm_name = options.llm or DEFAULT_LLM
         llm_path = resolve_llm(options.llm)  # fails fast when the model is not here
+        device = pick_device(options.device)  # and when the device is not
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
-        retriever = Retriever(options.store, device=options.device, mode=options.retrieval)
+        retriever = Retriever(options.store, device=device, mode=options.retrieval)
         report.embedder = retriever.spec.name
         task = progress.task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)
@@ -129,18 +131,18 @@ def ask(options: AskOptions, progress) -> AskReport:
         retriever.close()
         del retriever  # frees the embedder before vLLM takes its memory
 
-        _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
+        _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
 
     report.rows = writer.finish(order=[q["id"] for q in questions])
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
+def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
     from ragbatch.generation import Generator
     from ragbatch.prompting import PromptTooLong, build_prompt
 
-    generator = Generator(llm_path, max_model_len=options.max_model_len, device=options.device, seed=options.seed, name=llm_name)
+    generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name)
     try:
         base = [_base_row(q, found, llm_name, report.embedder, writer.schema, options.count_tokens) for q, found in zip(todo, hits)]
         prompts, waiting, pending = [], [], []

@@ -187,7 +187,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     executor_name = choose_executor(options.executor, files)
     report.executor = executor_name
     loader = EmbedderLoader(spec, options.device, options.batch_size)
-    executor = make_executor(executor_name, progress, loader.device, options.batch_size)
+    executor = make_executor(executor_name, progress, options.device, options.batch_size)
     try:
         chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
         if manifest is None:

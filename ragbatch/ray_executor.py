@@ -49,7 +49,7 @@ class _EmbedActor:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, progress, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, progress, device: str = "auto", batch_size: int = 32):
         self.progress = progress
         self.device = device
         self.batch_size = batch_size
@@ -74,7 +74,13 @@ class RayExecutor:
         spec = make_embedder.spec.as_dict()
         by_id = {item["id"]: item for item in items}
         ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
+        # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
+        # checks its own with the same rule (ragbatch.devices.pick_device).
         gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        if self.device == "cuda" and not gpus:
+            from ragbatch.errors import RagbatchError
+
+            raise RagbatchError("--device cuda: the Ray cluster has no GPU; use --device cpu or auto")
         if gpus:
             pool, per_actor = {"size": max(2, int(gpus) * 2)}, {"num_gpus": 0.5, "num_cpus": 1}
             device = "cuda"

@@ -3,100 +3,13 @@
 The engine is loaded once per session (`llm_generator` in conftest.py): ~15-25 s on 2 cores.
 """
 
-import json
-import threading
-import time
-from pathlib import Path
-
 import pytest
 
-from ragbatch.errors import RagbatchError
-from ragbatch.generation import (
-    DEFAULT_LLM,
-    SOURCE_STAMP,
-    Generation,
-    cached_conversion,
-    resolve_llm,
-)
+from ragbatch.generation import Generation
+from ragbatch.models import DEFAULT_LLM
 from ragbatch.prompting import build_prompt
 
 pytestmark = pytest.mark.slow
-
-
-# --- resolving --llm -------------------------------------------------------------------
-
-
-def test_packaged_model_is_converted_once_then_reused(llm_folder):
-    folder = Path(llm_folder)
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "llama"
-    assert "quantization_config" not in config  # plain bf16 weights, no GGUF left
-    assert list(folder.glob("*.safetensors"))
-    tokenizer_config = folder / "tokenizer_config.json"
-    assert "im_start" in tokenizer_config.read_text() + _read(folder / "chat_template.jinja")
-
-    started = time.perf_counter()
-    assert resolve_llm(None) == resolve_llm(DEFAULT_LLM) == llm_folder
-    assert time.perf_counter() - started < 1.0
-
-
-def _read(path):
-    return path.read_text() if path.exists() else ""
-
-
-def test_conversion_runs_once_even_when_two_callers_race(tmp_path):
-    calls = []
-
-    def slow_convert(out):
-        calls.append(out)
-        time.sleep(0.3)
-        (out / "config.json").write_text("{}")
-
-    target = tmp_path / "models" / "m"
-    threads = [
-        threading.Thread(target=cached_conversion, args=(target, {"v": 1}, slow_convert))
-        for _ in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1
-    assert (target / "config.json").exists()
-    assert json.loads((target / SOURCE_STAMP).read_text()) == {"v": 1}
-    assert _listing(target.parent) == ["m"]
-
-    # A new source version replaces the folder (and clears what a killed run left);
-    # a failed conversion leaves nothing behind.
-    (target.parent / ".m.tmp-999-dead").mkdir()
-    cached_conversion(target, {"v": 2}, slow_convert)
-    assert _listing(target.parent) == ["m"]
-    assert len(calls) == 2 and json.loads((target / SOURCE_STAMP).read_text()) == {"v": 2}
-
-    def broken_convert(out):
-        (out / "half-written").write_text("x")
-        raise RuntimeError("conversion failed")
-
-    with pytest.raises(RuntimeError):
-        cached_conversion(tmp_path / "models" / "n", {"v": 1}, broken_convert)
-    assert _listing(target.parent) == ["m"]  # no temp folder, no "n"
-
-
-def _listing(folder):
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
-
-
-def test_local_folder_is_used_as_is(llm_folder):
-    assert resolve_llm(llm_folder) == llm_folder
-
-
-@pytest.mark.parametrize("name", ["nobody/no-such-model", "./no/such/folder", "not a valid id"])
-def test_unknown_llm_is_one_clear_line(name):
-    with pytest.raises(RagbatchError) as error:
-        resolve_llm(name)
-    message = str(error.value)
-    assert message.startswith(f"--llm {name}: ")
-    assert "\n" not in message
 
 
 # --- generating ------------------------------------------------------------------------
