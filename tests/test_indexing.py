@@ -168,7 +168,7 @@ def test_local_and_ray_executors_build_identical_stores(corpus, tmp_path):
 
 
 def test_publish_after_index(corpus, tmp_path):
-    from ragbatch.publish import resolve_store
+    from ragbatch.store_cache import resolve_store
 
     report = run([corpus], tmp_path / "books", publish_root=tmp_path / "shared")
     link = tmp_path / "shared" / "books"
