@@ -125,9 +125,9 @@ def ask(options: AskOptions, progress) -> AskReport:
 
         retriever = Retriever(options.store, device=device, mode=options.retrieval)
         report.embedder = retriever.spec.name
-        task = progress.task("Retrieving", total=len(todo))
+        task = progress.add_task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)
-        task.advance(len(todo))
+        progress.advance(task, len(todo))
         retriever.close()
         del retriever  # frees the embedder before vLLM takes its memory
 
@@ -159,8 +159,8 @@ def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, syste
             prompts.append(prompt.token_ids)
             waiting.append(i)
 
-        task = progress.task("Generating", total=len(todo))
-        task.advance(len(pending))
+        task = progress.add_task("Generating", total=len(todo))
+        progress.advance(task, len(pending))
         flushed = time.perf_counter()
         gen_started = time.perf_counter()
         for j, generation in generator.stream(prompts, options.max_tokens, options.temperature, options.seed):
@@ -180,7 +180,7 @@ def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, syste
             report.completion_tokens += generation.completion_tokens
             report.cost_usd += row["cost_usd"]
             pending.append(row)
-            task.advance()
+            progress.advance(task)
             if len(pending) >= options.part_rows or time.perf_counter() - flushed > FLUSH_SECONDS:
                 writer.write(pending)
                 pending, flushed = [], time.perf_counter()

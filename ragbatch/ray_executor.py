@@ -58,11 +58,11 @@ class RayExecutor:
     def map_files(self, files: list[dict], fn: Callable[[dict], list[dict]]) -> list[dict]:
         import ray
 
-        task = self.progress.task("Reading", total=len(files))
+        task = self.progress.add_task("Reading", total=len(files))
         if not files:
             return []
         rows = ray.data.from_items(files).flat_map(fn).take_all()
-        task.advance(len(files))
+        self.progress.advance(task, len(files))
         return rows
 
     def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
@@ -98,11 +98,11 @@ class RayExecutor:
             compute=ray.data.ActorPoolStrategy(**pool),
             **per_actor,
         )
-        task = self.progress.task("Embedding", total=len(items))
+        task = self.progress.add_task("Embedding", total=len(items))
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             block = [by_id[str(i)] for i in batch["id"]]
             yield block, np.asarray(batch["embedding"], dtype=np.float32), float(np.sum(batch["seconds"]))
-            task.advance(len(block))
+            self.progress.advance(task, len(block))
 
     def close(self) -> None:
         pass  # leave Ray running for the rest of the process; it exits with it

@@ -17,7 +17,7 @@ import pytest
 from fake_hub import FakeHub
 from ragbatch.answers import BASE_COLUMNS
 from ragbatch.indexing import IndexOptions, index
-from ragbatch.progress import NullProgress
+from ragbatch.progress import make_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS = [
@@ -36,7 +36,7 @@ def ragbatch(*args, stdin=None, env=None):
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("ask")
     (root / "freedonia.txt").write_text("\n".join(FACTS) + "\n")
-    index(IndexOptions([str(root / "freedonia.txt")], root / "store", chunk_size=24, chunk_overlap=0, executor="local"), NullProgress())
+    index(IndexOptions([str(root / "freedonia.txt")], root / "store", chunk_size=24, chunk_overlap=0, executor="local"), make_progress(False))
     return root / "store"
 
 
