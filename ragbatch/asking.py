@@ -141,6 +141,7 @@ def ask(options: AskOptions, progress) -> AskReport:
 def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
     from ragbatch.generation import Generator
     from ragbatch.prompting import PromptTooLong, build_prompt
+    from ragbatch.tokencount import count
 
     generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name)
     try:
@@ -173,8 +174,8 @@ def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, syste
                 finish_reason=generation.finish_reason,
             )
             if counter is not None:
-                row[f"prompt_tokens_{options.count_tokens}"] = len(counter.encode(generator.tokenizer.decode(prompts[j]), disallowed_special=()))
-                row[f"completion_tokens_{options.count_tokens}"] = len(counter.encode(row["answer"], disallowed_special=()))
+                row[f"prompt_tokens_{options.count_tokens}"] = count(counter, generator.tokenizer.decode(prompts[j]))
+                row[f"completion_tokens_{options.count_tokens}"] = count(counter, row["answer"])
             report.answered += 1
             report.prompt_tokens += generation.prompt_tokens
             report.completion_tokens += generation.completion_tokens

@@ -155,23 +155,6 @@ class Embedder:
             # would silently keep the instruction tokens in the mean (see FACTS).
             self.model.set_pooling_include_prompt(False)
 
-    @property
-    def dimension(self) -> int:
-        return self.model.get_sentence_embedding_dimension()
-
-    @property
-    def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
-
-    def tokenizer_json(self) -> str:
-        return self.model.tokenizer.backend_tokenizer.to_str()
-
-    def instruction_tokens(self, instruction: str) -> int:
-        """Tokens the instruction takes from the model's sequence length."""
-        if not instruction:
-            return 0
-        return len(self.model.tokenizer(instruction, add_special_tokens=False)["input_ids"])
-
     def embed_documents(self, texts: list[str]):
         return self._encode(texts, self.spec.document_instruction)
 
