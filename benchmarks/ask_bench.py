@@ -34,7 +34,6 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--k", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cli = [sys.executable, str(ROOT / "cli.py")]
     store = ROOT / "stores" / "bench-squad"
     subprocess.run([*cli, "index", str(SQUAD / "corpus"), "--store", str(store), "--json"], check=True, capture_output=True)
@@ -77,7 +76,8 @@ def bare_generate(store: Path, answers: Path, max_tokens: int) -> tuple[float, i
     import chromadb
     import pyarrow.parquet as pq
 
-    from ragbatch.generation import DEFAULT_LLM, Generator, resolve_llm
+    from ragbatch.generation import Generator
+    from ragbatch.models import DEFAULT_LLM, resolve_llm
     from ragbatch.prompting import build_prompt
 
     rows = [r for r in pq.read_table(answers).to_pylist() if r["error"] is None]

@@ -152,32 +152,35 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
         notify(f"{writer.out}: {report.skipped} of {len(questions)} questions already answered; {rest}")
 
     if todo:
-        from ragbatch.generation import DEFAULT_LLM, resolve_llm
+        from ragbatch.devices import pick_device
+        from ragbatch.models import DEFAULT_LLM, resolve_llm
         from ragbatch.retrieval import Retriever
 
         llm_name = options.llm or DEFAULT_LLM
         llm_path = resolve_llm(options.llm)  # fails fast when the model is not here
+        device = pick_device(options.device)  # and when the device is not
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
-        retriever = Retriever(options.store, device=options.device, mode=options.retrieval)
+        retriever = Retriever(options.store, device=device, mode=options.retrieval)
         report.embedder = retriever.spec.name
-        task = progress.task("Retrieving", total=len(todo))
+        task = progress.add_task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)
-        task.advance(len(todo))
+        progress.advance(task, len(todo))
         retriever.close()
         del retriever  # frees the embedder before vLLM takes its memory
 
-        _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
+        _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
 
     report.rows = writer.finish(order=[q["id"] for q in questions])
 
 
-def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
+def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
     from ragbatch.generation import Generator
     from ragbatch.prompting import PromptTooLong, build_prompt
+    from ragbatch.tokencount import count
 
-    generator = Generator(llm_path, max_model_len=options.max_model_len, device=options.device, seed=options.seed, name=llm_name)
+    generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name)
     try:
         base = [_base_row(q, found, llm_name, report.embedder, writer.schema, options.count_tokens) for q, found in zip(todo, hits)]
         prompts, waiting, pending = [], [], []
@@ -194,8 +197,8 @@ def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt
             prompts.append(prompt.token_ids)
             waiting.append(i)
 
-        task = progress.task("Generating", total=len(todo))
-        task.advance(len(pending))
+        task = progress.add_task("Generating", total=len(todo))
+        progress.advance(task, len(pending))
         flushed = time.perf_counter()
         gen_started = time.perf_counter()
         for j, generation in generator.stream(prompts, options.max_tokens, options.temperature, options.seed):
@@ -208,14 +211,14 @@ def _generate_rows(options, todo, hits, llm_path, llm_name, price, system_prompt
                 finish_reason=generation.finish_reason,
             )
             if counter is not None:
-                row[f"prompt_tokens_{options.count_tokens}"] = len(counter.encode(generator.tokenizer.decode(prompts[j]), disallowed_special=()))
-                row[f"completion_tokens_{options.count_tokens}"] = len(counter.encode(row["answer"], disallowed_special=()))
+                row[f"prompt_tokens_{options.count_tokens}"] = count(counter, generator.tokenizer.decode(prompts[j]))
+                row[f"completion_tokens_{options.count_tokens}"] = count(counter, row["answer"])
             report.answered += 1
             report.prompt_tokens += generation.prompt_tokens
             report.completion_tokens += generation.completion_tokens
             report.cost_usd += row["cost_usd"]
             pending.append(row)
-            task.advance()
+            progress.advance(task)
             if len(pending) >= options.part_rows or time.perf_counter() - flushed > FLUSH_SECONDS:
                 writer.write(pending)
                 pending, flushed = [], time.perf_counter()

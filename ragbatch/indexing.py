@@ -8,10 +8,7 @@ ones are written, so a crash at any point leaves a store that a re-run completes
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +17,9 @@ from ragbatch.chunking import Chunker, ChunkingParams
 from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
+from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
 
 COLLECTION = "chunks"
-LOCK_FILE = ".ragbatch.lock"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
 RAY_THRESHOLD_BYTES = 64 * 2**20
 
@@ -155,25 +152,8 @@ def index(options: IndexOptions, progress) -> IndexReport:
         raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
 
     store = Path(options.store)
-    with store_lock(store):
+    with store_lock(store):  # held until the run (and its publish) ends
         return _index_locked(options, progress, store, files, report, started)
-
-
-@contextmanager
-def store_lock(store: Path):
-    """One writer per store: Chroma silently loses vectors when two processes write one
-    collection, and cron jobs overlap. Held until the run (and its publish) ends."""
-    import fcntl
-
-    from ragbatch.errors import StoreError
-
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / LOCK_FILE, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{store}: another ragbatch process is indexing this store; run again when it has finished") from None
-        yield
 
 
 def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict], report: IndexReport, started: float) -> IndexReport:
@@ -187,7 +167,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     executor_name = choose_executor(options.executor, files)
     report.executor = executor_name
     loader = EmbedderLoader(spec, options.device, options.batch_size)
-    executor = make_executor(executor_name, progress, loader.device, options.batch_size)
+    executor = make_executor(executor_name, progress, options.device, options.batch_size)
     try:
         chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
         if manifest is None:
@@ -240,8 +220,6 @@ def chunk_files(executor, files: list[dict], chunker: Chunker, report: IndexRepo
 
 def write_store(store: Path, manifest: dict, executor, loader, files, chunks, read_ok, report: IndexReport) -> None:
     """Embed what is new, write it, delete what is stale, then the BM25 index and manifest."""
-    from ragbatch.store import ChromaStore
-
     chroma = ChromaStore(store, manifest["collection"])
     try:
         existing = chroma.existing()
@@ -270,41 +248,3 @@ def write_store(store: Path, manifest: dict, executor, loader, files, chunks, re
         write_manifest(store, manifest)
     finally:
         chroma.close()
-
-
-class BackgroundWriter:
-    """The single Chroma writer, on its own thread so writes overlap the next encode.
-
-    The queue is short: if Chroma falls behind, the embedder waits instead of
-    holding every vector in memory.
-    """
-
-    def __init__(self, chroma):
-        self.chroma = chroma
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="chroma-writer", daemon=True)
-
-    def _run(self):
-        while (item := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.chroma.upsert(*item)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-                    self.error = exc
-
-    def put(self, chunks, vectors):
-        if self.error is not None:
-            raise self.error
-        self.queue.put((chunks, vectors))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None and exc[0] is None:
-            raise self.error
-        return False

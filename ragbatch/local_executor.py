@@ -18,11 +18,11 @@ class LocalExecutor:
         self.progress = progress
 
     def map_files(self, files: list[dict], fn: Callable[[dict], list[dict]]) -> list[dict]:
-        task = self.progress.task("Reading", total=len(files))
+        task = self.progress.add_task("Reading", total=len(files))
         rows: list[dict] = []
         for file in files:
             rows.extend(fn(file))
-            task.advance()
+            self.progress.advance(task)
         return rows
 
     def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
@@ -34,14 +34,14 @@ class LocalExecutor:
         if not items:
             return
         embedder = make_embedder()
-        task = self.progress.task("Embedding", total=len(items))
+        task = self.progress.add_task("Embedding", total=len(items))
         ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
         for start in range(0, len(ordered), ENCODE_BLOCK):
             block = ordered[start : start + ENCODE_BLOCK]
             before = embedder.seconds
             vectors = embedder.embed_documents([item["text"] for item in block])
             yield block, vectors, embedder.seconds - before
-            task.advance(len(block))
+            self.progress.advance(task, len(block))
 
     def close(self) -> None:
         pass

@@ -1,4 +1,4 @@
-"""Publish a local store to shared storage, and open published stores safely.
+"""Publish a local store to shared storage (readers open it through store_cache.py).
 
 Publishing copies a closed store into ROOT as a verified, immutable version and switches a
 symlink to it atomically::
@@ -8,11 +8,7 @@ symlink to it atomically::
       books.versions/
         20261121T181500.123456Z-1a2b3c4d/
           manifest.json  chroma/...  bm25/...  CHECKSUMS.sha256
-      .books.lock                       (flock: one publisher per name at a time)
-
-Readers never open a published version in place: opening a Chroma store writes to its
-SQLite file. `resolve_store` copies the version into a local cache, checks it against
-CHECKSUMS.sha256 and returns the cached path.
+      .books.lock                       (file lock: one publisher per name at a time)
 
 Re-publishing unchanged content still makes a new version: opening the store to count its
 vectors rewrites parts of chroma.sqlite3, so "unchanged" could not be detected reliably,
@@ -21,7 +17,6 @@ and a spare version costs only disk until pruning removes it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,20 +25,13 @@ import secrets
 import shutil
 import sqlite3
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 from ragbatch.errors import RagbatchError, StoreError
+from ragbatch.filetree import CHECKSUMS, VERSIONS_SUFFIX, checksums_text, copy_tree, fsync_dir, hash_tree, write_durably
 from ragbatch.manifest import missing_store
-
-CHECKSUMS = "CHECKSUMS.sha256"
-VERSIONS_SUFFIX = ".versions"
-_CHUNK = 1 << 20
-
-
-# --- publisher -----------------------------------------------------------------------
 
 
 def publish(store: str | Path, root: str | Path, keep: int = 3) -> Path:
@@ -58,19 +46,22 @@ def publish(store: str | Path, root: str | Path, keep: int = 3) -> Path:
         raise missing_store(store)
     name = store.resolve().name
     _check_store_integrity(store)
-    source_hashes = _hash_tree(store)  # only after Chroma's client has closed
+    source_hashes = hash_tree(store)  # only after Chroma's client has closed
     root.mkdir(parents=True, exist_ok=True)
     link = root / name
     versions = root / (name + VERSIONS_SUFFIX)
-    with _exclusive_lock(root / f".{name}.lock"):
+    from filelock import FileLock
+
+    # filelock takes flock(), which Linux emulates with POSIX locks on NFS: it holds across machines too.
+    with FileLock(root / f".{name}.lock"):
         _refuse_foreign(link, name)
         _remove_leftovers(root, name)
         staged = _stage_copy(store, root, name, source_hashes)
         version = versions / _version_name(source_hashes)
         versions.mkdir(exist_ok=True)
         os.rename(staged, version)
-        _fsync_dir(versions)
-        _fsync_dir(root)
+        fsync_dir(versions)
+        fsync_dir(root)
         _switch_link(link, version)
         _prune(versions, keep, keep_also=version)
     return version
@@ -178,16 +169,16 @@ def _stage_copy(store: Path, root: Path, name: str, source_hashes: dict[str, str
     staged = root / f".tmp-{name}-{secrets.token_hex(8)}"
     staged.mkdir()
     try:
-        _copy_tree(store, staged)
-        copy_hashes = _hash_tree(staged)
+        copy_tree(store, staged)
+        copy_hashes = hash_tree(staged)
         for rel in sorted(source_hashes.keys() | copy_hashes.keys()):
             if source_hashes.get(rel) != copy_hashes.get(rel):
                 raise StoreError(
                     f"{staged / rel}: copy differs from {store / rel}; was the store written "
                     "to during publish?"
                 )
-        _write_durably(staged / CHECKSUMS, _checksums_text(source_hashes))
-        _fsync_dir(staged)
+        write_durably(staged / CHECKSUMS, checksums_text(source_hashes))
+        fsync_dir(staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -197,7 +188,7 @@ def _stage_copy(store: Path, root: Path, name: str, source_hashes: dict[str, str
 def _version_name(hashes: dict[str, str]) -> str:
     # Microseconds keep names unique and time-sorted; the content hash tells versions apart.
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    digest = hashlib.sha256(_checksums_text(hashes).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(checksums_text(hashes).encode()).hexdigest()[:8]
     return f"{stamp}-{digest}"
 
 
@@ -219,7 +210,7 @@ def _switch_link(link: Path, version: Path) -> None:
     tmp_link = link.parent / f".{link.name}.link-{secrets.token_hex(8)}"
     os.symlink(os.path.relpath(version, link.parent), tmp_link)
     os.replace(tmp_link, link)
-    _fsync_dir(link.parent)
+    fsync_dir(link.parent)
 
 
 def _prune(versions: Path, keep: int, keep_also: Path) -> None:
@@ -235,7 +226,7 @@ def _prune(versions: Path, keep: int, keep_also: Path) -> None:
         trash = versions.parent / f".tmp-{link.name}-{secrets.token_hex(8)}"
         os.rename(versions / old, trash)
         shutil.rmtree(trash, ignore_errors=True)
-    _fsync_dir(versions)
+    fsync_dir(versions)
 
 
 def _remove_leftovers(root: Path, name: str) -> None:
@@ -247,162 +238,3 @@ def _remove_leftovers(root: Path, name: str) -> None:
                 entry.unlink()
             else:
                 shutil.rmtree(entry, ignore_errors=True)
-
-
-@contextmanager
-def _exclusive_lock(path: Path):
-    # flock on NFS is emulated with POSIX locks by Linux, so it holds across machines too.
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# --- reader --------------------------------------------------------------------------
-
-
-def is_published(path: str | Path) -> bool:
-    """True for a link made by publish (ROOT/<name>) or a version folder it points to."""
-    path = Path(path)
-    real = Path(os.path.realpath(path))
-    if not real.parent.name.endswith(VERSIONS_SUFFIX):
-        return False
-    # A link is published even if its target was just pruned: resolve_store then retries.
-    return path.is_symlink() or (real / CHECKSUMS).is_file()
-
-
-def resolve_store(path: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Return a path a reader may open with chromadb.
-
-    A plain local store is returned unchanged. A published store is resolved to one
-    version, copied into the local cache and verified; the cached copy is returned.
-    """
-    path = Path(path)
-    if not os.path.lexists(path):
-        raise missing_store(path)
-    if not is_published(path):
-        return path
-    from ragbatch.cache import cache_dir as ragbatch_cache
-
-    cache = ragbatch_cache(cache_dir)
-    for _attempt in (1, 2):
-        version = Path(os.path.realpath(path))  # resolve once; never follow the link again
-        try:
-            return _cache_version(version, cache)
-        except FileNotFoundError as e:
-            if version.is_dir():
-                raise StoreError(f"{e.filename}: missing from published version {version}") from None
-            # Pruned while we copied it: the link now points at a newer version.
-    raise StoreError(f"{path}: versions were removed twice while copying them; try again")
-
-
-def _cache_version(version: Path, cache: Path) -> Path:
-    """Copy `version` into CACHE/stores/<name>/<version> once, verified; return the copy."""
-    name = version.parent.name[: -len(VERSIONS_SUFFIX)]
-    cached = cache / "stores" / name / version.name
-    if cached.is_dir():
-        # Verified when it was made; readers have opened it since, so it no longer hashes equal.
-        return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    staged = cached.parent / f".tmp-{version.name}-{secrets.token_hex(8)}"
-    staged.mkdir()
-    try:
-        _copy_tree(version, staged)
-        _verify_checksums(staged, version)
-        try:
-            os.rename(staged, cached)
-        except OSError:
-            if not cached.is_dir():
-                raise
-            shutil.rmtree(staged, ignore_errors=True)  # another reader finished it first
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return cached
-
-
-def _verify_checksums(copy: Path, source: Path) -> None:
-    """Check every file of `copy` against its CHECKSUMS.sha256; name `source`'s file if not."""
-    if not (copy / CHECKSUMS).is_file():
-        raise StoreError(f"{source}: no {CHECKSUMS}; not a complete published version")
-    expected = {}
-    for line in (copy / CHECKSUMS).read_text().splitlines():
-        digest, _, rel = line.partition("  ")
-        expected[rel] = digest
-    actual = _hash_tree(copy)
-    actual.pop(CHECKSUMS)
-    for rel in sorted(expected.keys() | actual.keys()):
-        if rel not in actual:
-            raise StoreError(f"{source / rel}: listed in {CHECKSUMS} but missing")
-        if rel not in expected:
-            raise StoreError(f"{source / rel}: not listed in {CHECKSUMS}")
-        if actual[rel] != expected[rel]:
-            raise StoreError(f"{source / rel}: checksum mismatch; the published copy is corrupt")
-
-
-# --- files ---------------------------------------------------------------------------
-
-
-def _raise(error: OSError) -> None:
-    raise error
-
-
-def _hash_tree(top: Path) -> dict[str, str]:
-    """sha256 of every file under `top`, keyed by its relative POSIX path, sorted."""
-    hashes = {}
-    for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
-        dirnames.sort()
-        for entry in dirnames + filenames:
-            # os.walk lists a symlinked folder among dirnames and never enters it.
-            if os.path.islink(os.path.join(dirpath, entry)) or "\n" in entry:
-                raise StoreError(
-                    f"{Path(dirpath) / entry}: symlinks and newlines in names cannot be published"
-                )
-        for fname in sorted(filenames):
-            path = Path(dirpath) / fname
-            hashes[path.relative_to(top).as_posix()] = _sha256(path)
-    return hashes
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _checksums_text(hashes: dict[str, str]) -> str:
-    return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(hashes.items()))
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy every folder and file under `src` into the existing `dst`, fsyncing all of them."""
-    for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
-        here = dst / Path(dirpath).relative_to(src)
-        for d in dirnames:
-            (here / d).mkdir()
-        for fname in filenames:
-            with open(Path(dirpath) / fname, "rb") as fin, open(here / fname, "wb") as fout:
-                shutil.copyfileobj(fin, fout, _CHUNK)
-                fout.flush()
-                os.fsync(fout.fileno())
-    for dirpath, _, _ in os.walk(dst, onerror=_raise):
-        _fsync_dir(Path(dirpath))
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""Quiet the model libraries: offline, no progress bars, warnings and errors only."""
+"""Quiet the model libraries: no progress bars, warnings and errors only."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import os
 
 
 def quiet_libraries() -> None:
-    """Set before any model library is imported: no hub calls, no log walls.
+    """Set before any model library is imported: no log walls.
 
-    The environment variables also reach child processes (Ray workers).
+    The environment variables also reach child processes (Ray workers). Hub settings
+    (HF_HUB_OFFLINE, HF_HOME, HF_ENDPOINT, HF_TOKEN) are the user's: see models.py.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

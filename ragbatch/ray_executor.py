@@ -49,7 +49,7 @@ class _EmbedActor:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, progress, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, progress, device: str = "auto", batch_size: int = 32):
         self.progress = progress
         self.device = device
         self.batch_size = batch_size
@@ -58,11 +58,11 @@ class RayExecutor:
     def map_files(self, files: list[dict], fn: Callable[[dict], list[dict]]) -> list[dict]:
         import ray
 
-        task = self.progress.task("Reading", total=len(files))
+        task = self.progress.add_task("Reading", total=len(files))
         if not files:
             return []
         rows = ray.data.from_items(files).flat_map(fn).take_all()
-        task.advance(len(files))
+        self.progress.advance(task, len(files))
         return rows
 
     def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
@@ -74,7 +74,13 @@ class RayExecutor:
         spec = make_embedder.spec.as_dict()
         by_id = {item["id"]: item for item in items}
         ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
+        # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
+        # checks its own with the same rule (ragbatch.devices.pick_device).
         gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        if self.device == "cuda" and not gpus:
+            from ragbatch.errors import RagbatchError
+
+            raise RagbatchError("--device cuda: the Ray cluster has no GPU; use --device cpu or auto")
         if gpus:
             pool, per_actor = {"size": max(2, int(gpus) * 2)}, {"num_gpus": 0.5, "num_cpus": 1}
             device = "cuda"
@@ -92,11 +98,11 @@ class RayExecutor:
             compute=ray.data.ActorPoolStrategy(**pool),
             **per_actor,
         )
-        task = self.progress.task("Embedding", total=len(items))
+        task = self.progress.add_task("Embedding", total=len(items))
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             block = [by_id[str(i)] for i in batch["id"]]
             yield block, np.asarray(batch["embedding"], dtype=np.float32), float(np.sum(batch["seconds"]))
-            task.advance(len(block))
+            self.progress.advance(task, len(block))
 
     def close(self) -> None:
         pass  # leave Ray running for the rest of the process; it exits with it

@@ -37,7 +37,7 @@ FUSION_DEPTH = 50
 
 class Retriever:
     def __init__(self, store: str | Path, device: str = "auto", cache_dir: str | Path | None = None, mode: str = DEFAULT_MODE):
-        from ragbatch.publish import resolve_store
+        from ragbatch.store_cache import resolve_store
         from ragbatch.store import ChromaStore
 
         if mode not in MODES:

@@ -4,17 +4,23 @@ Layout of a store directory:
     STORE/manifest.json   what built it (see manifest.py)
     STORE/chroma/         Chroma PersistentClient folder
     STORE/bm25/           lexical index (see lexical.py)
+    STORE/.ragbatch.lock  held by the one process writing the store (see store_lock)
 
 Chroma loses vectors silently when two processes write one collection, so every
-write goes through the one `ChromaStore` the indexing process holds.
+write goes through the one `ChromaStore` the indexing process holds, from the one
+`BackgroundWriter` thread, under `store_lock`.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 CHROMA_DIR = "chroma"
+LOCK_FILE = ".ragbatch.lock"
 # Metadata kept with every vector; `path` and `root` let a re-index find chunks of
 # files that changed or disappeared.
 METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start")
@@ -131,3 +137,61 @@ class ChromaStore:
         clearing that cache by hand would break other clients open in this process.
         """
         self.client.close()
+
+
+@contextmanager
+def store_lock(store: Path):
+    """One writer per store: Chroma silently loses vectors when two processes write one
+    collection, and cron jobs overlap. A second writer is refused at once, not queued."""
+    from filelock import FileLock, Timeout
+
+    from ragbatch.errors import StoreError
+
+    store.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(store / LOCK_FILE, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreError(f"{store}: another ragbatch process is indexing this store; run again when it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class BackgroundWriter:
+    """The single Chroma writer, on its own thread so writes overlap the next encode.
+
+    The queue is short: if Chroma falls behind, the embedder waits instead of
+    holding every vector in memory.
+    """
+
+    def __init__(self, chroma):
+        self.chroma = chroma
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="chroma-writer", daemon=True)
+
+    def _run(self):
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.chroma.upsert(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                    self.error = exc
+
+    def put(self, chunks, vectors):
+        if self.error is not None:
+            raise self.error
+        self.queue.put((chunks, vectors))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+        return False

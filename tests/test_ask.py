@@ -4,6 +4,7 @@ Bad invocations fail before any model loads, so most error tests are quick; the
 generation tests load vLLM once per `ask` call."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from fake_hub import FakeHub
 from ragbatch.answers import BASE_COLUMNS
 from ragbatch.indexing import IndexOptions, index
-from ragbatch.progress import NullProgress
+from ragbatch.progress import make_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS = [
@@ -26,15 +28,15 @@ FACTS = [
 ]
 
 
-def ragbatch(*args, stdin=None):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, input=stdin, timeout=900)
+def ragbatch(*args, stdin=None, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, input=stdin, timeout=900, env=env)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("ask")
     (root / "freedonia.txt").write_text("\n".join(FACTS) + "\n")
-    index(IndexOptions([str(root / "freedonia.txt")], root / "store", chunk_size=24, chunk_overlap=0, executor="local"), NullProgress())
+    index(IndexOptions([str(root / "freedonia.txt")], root / "store", chunk_size=24, chunk_overlap=0, executor="local"), make_progress(False))
     return root / "store"
 
 
@@ -44,7 +46,7 @@ def write_questions(path, questions):
 
 
 def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp_path):
-    from ragbatch.generation import resolve_llm
+    from ragbatch.models import resolve_llm
     from ragbatch.prompting import build_prompt
     from transformers import AutoTokenizer
 
@@ -57,9 +59,13 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
         ],
     )
     out = tmp_path / "answers.parquet"
-    result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json")
+    # As a user online runs it (no HF_HUB_OFFLINE): packaged models must still ask no hub.
+    online = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_HOME": str(tmp_path / "hf-home")}
+    with FakeHub({}) as hub:
+        result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json", env={**online, "HF_ENDPOINT": hub.url})
     assert result.returncode == 3, result.stderr  # done, but a row failed (README's exit codes)
     assert "1 of 3 questions failed" in result.stderr
+    assert hub.requests == []
     report = json.loads(result.stdout)
     assert (report["questions"], report["answered"], report["failed"], report["skipped"]) == (3, 2, 1, 0)
     assert report["store"] == str(store)

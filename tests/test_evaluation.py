@@ -3,15 +3,13 @@
 import pytest
 
 from ragbatch.evaluation import (
-    answer_hit_at,
     exact_match,
     f1,
+    first_hit_rank,
     is_dont_know,
     normalize_answer,
     page_of,
     question_row,
-    reciprocal_rank,
-    source_hit_at,
     summarize,
 )
 
@@ -46,19 +44,19 @@ def test_page_of_strips_anchor():
 
 
 def test_source_hit_page_and_section_levels():
-    ranked = RAY_RANKED["q2"]
-    gold = RAY[1]["source"]
-    assert [source_hit_at(ranked, gold, k, "page") for k in KS] == [False, True, True]
-    assert [source_hit_at(ranked, gold, k, "section") for k in KS] == [False, False, True]
+    row = ray_rows()[1]  # q2
+    assert [row[f"hit@{k}"] for k in KS] == [False, True, True]
+    assert [row[f"section_hit@{k}"] for k in KS] == [False, False, True]
     with pytest.raises(ValueError):
-        source_hit_at(ranked, gold, 3, "chapter")
+        first_hit_rank(RAY_RANKED["q2"], RAY[1]["source"], "chapter")
 
 
-def test_reciprocal_rank():
-    assert reciprocal_rank(RAY_RANKED["q1"], RAY[0]["source"]) == 1.0
-    assert reciprocal_rank(RAY_RANKED["q2"], RAY[1]["source"]) == pytest.approx(1 / 3)
-    assert reciprocal_rank(RAY_RANKED["q2"], RAY[1]["source"], level="section") == pytest.approx(1 / 5)
-    assert reciprocal_rank(["a.html"], "b.html") == 0.0
+def test_ranks_give_the_reciprocal_rank():
+    q1, q2 = ray_rows()[:2]
+    assert 1 / q1["rank"] == 1.0
+    assert 1 / q2["rank"] == pytest.approx(1 / 3)
+    assert 1 / q2["section_rank"] == pytest.approx(1 / 5)
+    assert question_row({"source": "b.html"}, [("a.html", "")], KS)["rank"] is None  # reciprocal rank 0
 
 
 def test_summarize_page_and_section_rates():
@@ -128,12 +126,12 @@ SQUAD_RANKED = {
 
 
 def test_answer_hit_case_insensitive_and_source_bound():
-    a, b, c = SQUAD
-    assert answer_hit_at(SQUAD_RANKED["a"], BOWL, a["answers"], 1)
-    assert [answer_hit_at(SQUAD_RANKED["b"], BOWL, b["answers"], k) for k in KS] == [False, True, True]
-    assert not answer_hit_at(SQUAD_RANKED["c"], BOWL, c["answers"], 5)
+    a, b, c = (question_row(q, SQUAD_RANKED[q["id"]], KS) for q in SQUAD)
+    assert a["answer_hit@1"]
+    assert [b[f"answer_hit@{k}"] for k in KS] == [False, True, True]
+    assert not c["answer_hit@5"]
     # the answer text in a chunk of the wrong page never counts
-    assert not answer_hit_at([("Other.txt", "Denver Broncos")], BOWL, ["Denver Broncos"], 1)
+    assert not question_row({"source": BOWL, "answers": ["Denver Broncos"]}, [("Other.txt", "Denver Broncos")], [1])["answer_hit@1"]
 
 
 def test_summarize_answer_level_and_squad_scores():

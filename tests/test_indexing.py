@@ -8,7 +8,7 @@ import pytest
 
 from ragbatch.errors import RagbatchError, StoreError
 from ragbatch.indexing import IndexOptions, index
-from ragbatch.progress import NullProgress
+from ragbatch.progress import make_progress
 
 TXT = "\n".join(f"Fogg's journal, day {i}: the steamer reached port {i} and Passepartout bought {i} oranges." for i in range(40))
 HTML = """<html><body><nav>Site navigation</nav><main>
@@ -32,7 +32,7 @@ def run(paths, store, **kw):
     kw.setdefault("chunk_size", 48)
     kw.setdefault("chunk_overlap", 4)
     kw.setdefault("executor", "local")
-    return index(IndexOptions([str(p) for p in paths], store, **kw), NullProgress())
+    return index(IndexOptions([str(p) for p in paths], store, **kw), make_progress(False))
 
 
 def stored(store):
@@ -168,7 +168,7 @@ def test_local_and_ray_executors_build_identical_stores(corpus, tmp_path):
 
 
 def test_publish_after_index(corpus, tmp_path):
-    from ragbatch.publish import resolve_store
+    from ragbatch.store_cache import resolve_store
 
     report = run([corpus], tmp_path / "books", publish_root=tmp_path / "shared")
     link = tmp_path / "shared" / "books"

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragbatch import publish as pub
+from ragbatch import store_cache
 from ragbatch.errors import RagbatchError, StoreError
-from ragbatch.publish import CHECKSUMS, is_published, publish, resolve_store
+from ragbatch.filetree import CHECKSUMS
+from ragbatch.publish import publish
+from ragbatch.store_cache import is_published, resolve_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,7 +212,7 @@ def test_missing_published_file_is_detected(stores, tmp_path):
 def test_reader_retries_once_when_its_version_is_pruned(stores, tmp_path, monkeypatch):
     root, cache = tmp_path / "shared", tmp_path / "cache"
     publish(fresh(stores, 30, tmp_path), root)
-    real_copy = pub._copy_tree
+    real_copy = store_cache.copy_tree
     calls = []
 
     def copy_after_a_publish_prunes_it(src, dst):
@@ -220,7 +222,7 @@ def test_reader_retries_once_when_its_version_is_pruned(stores, tmp_path, monkey
                 publish(fresh(stores, 40, tmp_path), root, keep=1)
         real_copy(src, dst)
 
-    monkeypatch.setattr(pub, "_copy_tree", copy_after_a_publish_prunes_it)
+    monkeypatch.setattr(store_cache, "copy_tree", copy_after_a_publish_prunes_it)
     local = resolve_store(root / "books", cache_dir=cache)
     assert len(calls) == 2 and calls[0] != calls[1]
     assert checksums_verify(local) and chroma_count(local) == 40

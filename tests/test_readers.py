@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -240,6 +239,40 @@ Under a setext heading.
     assert [r["section"] for r in records] == list(range(6))
 
 
+# Headings and the anchors GitHub gives them. Most are github-slugger's test fixtures, which
+# that project reads back from a page GitHub rendered; the last four follow the same
+# fixtures' Unicode categories (marks kept, other numbers dropped, connector punctuation kept).
+GITHUB_ANCHORS = [
+    ("heading with a - dash", "heading-with-a---dash"),
+    ("exchange.bind_headers(exchange, routing [, bindCallback])", "exchangebind_headersexchange-routing--bindcallback"),
+    ("apostrophe’s should be trimmed", "apostrophes-should-be-trimmed"),
+    ("I ♥ unicode", "i--unicode"),
+    ("en–dash", "endash"),
+    ("😄 unicode emoji", "-unicode-emoji"),
+    ("Привет non-latin 你好", "привет-non-latin-你好"),
+    (":ok_hand: Single", "ok_hand-single"),
+    ("echo", "echo"),
+    ("echo", "echo-1"),
+    ("echo 1", "echo-1-1"),
+    ("echo-1", "echo-1-2"),
+    ("echo", "echo-2"),
+    ("API: `read_file()` and *more*", "api-read_file-and-more"),
+    ("Cafe\u0301 au lait", "cafe\u0301-au-lait"),
+    ("हिन्दी", "हिन्दी"),
+    ("x² ½ Ⅻ", "x--ⅻ"),
+    ("a‿b", "a‿b"),
+]
+
+
+def test_markdown_anchors_are_githubs(tmp_path):
+    path = tmp_path / "slugs.md"
+    path.write_text("".join(f"# {heading}\n\nBody.\n\n" for heading, _ in GITHUB_ANCHORS))
+
+    anchors = [r["source"].split("#", 1)[1] for r in read(path)]
+
+    assert anchors == [anchor for _, anchor in GITHUB_ANCHORS]
+
+
 def test_markdown_heading_without_text_gives_no_record(tmp_path):
     path = tmp_path / "nested.md"
     path.write_text("# Title\n\n## Part\nBody.\n")
@@ -354,17 +387,15 @@ def test_non_utf8_names_file_line_and_offset(tmp_path, monkeypatch):
 
 
 def test_unreadable_file(tmp_path):
+    # A directory named like a text file: opening it fails for every user, root included
+    # (a chmod 000 file is readable by root, so that case never ran where tests run as root).
     path = tmp_path / "secret.txt"
-    path.write_text("secret")
-    path.chmod(0)
-    try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as a user who can read any file (root)")
-        error = error_for(path)
-    finally:
-        path.chmod(0o644)
+    path.mkdir()
 
-    assert error.reason.startswith("cannot read file (permission denied)")
+    error = error_for(path)
+
+    assert error.where == str(path)
+    assert error.reason == "cannot read file (Is a directory)"
 
 
 # --- the real thing

@@ -7,7 +7,7 @@ import pytest
 
 from ragbatch.evaluating import EvalOptions, evaluate
 from ragbatch.indexing import IndexOptions, index
-from ragbatch.progress import NullProgress
+from ragbatch.progress import make_progress
 from ragbatch.retrieval import Retriever
 
 DOCS = {
@@ -31,7 +31,7 @@ def store(tmp_path_factory):
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text)
-    index(IndexOptions([str(docs)], root / "store", publish_root=root / "published", chunk_size=64, chunk_overlap=0, executor="local"), NullProgress())
+    index(IndexOptions([str(docs)], root / "store", publish_root=root / "published", chunk_size=64, chunk_overlap=0, executor="local"), make_progress(False))
     (root / "refs.jsonl").write_text("\n".join(json.dumps(r) for r in REFERENCES) + "\n")
     return root
 
@@ -61,7 +61,7 @@ def test_hybrid_works_on_the_published_copy_and_matches_the_local_store(store, t
 
 
 def test_eval_metrics_on_a_store_where_every_rank_is_known(store, tmp_path):
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], out=tmp_path / "rows.parquet", retrieval="hybrid"), NullProgress())
+    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], out=tmp_path / "rows.parquet", retrieval="hybrid"), make_progress(False))
     # Four answerable questions, each about a different, unambiguous chunk; one source
     # is not in the store at all and must be counted, not scored.
     assert summary["questions"] == 5 and summary["missing_sources"] == 1 and summary["scored"] == 4
@@ -78,7 +78,7 @@ def test_eval_scores_answers_from_an_answers_file(store, tmp_path):
     import pyarrow as pa
 
     pq.write_table(pa.table({"id": ["etna", "starter", "sicilian", "rook"], "answer": ["Sicily", "Wild yeast and lactobacilli.", "I don't know.", "a king and a rook"]}), tmp_path / "a.parquet")
-    summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], answers=tmp_path / "a.parquet"), NullProgress())
+    summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], answers=tmp_path / "a.parquet"), make_progress(False))
     # EM: Sicily 1, "wild yeast and lactobacilli" 0, "i dont know" 0, "king and rook" vs "a king and a rook" -> normalised "king and rook" == 1
     assert summary["exact_match"] == pytest.approx(2 / 4)
     # F1: 1, 2*(2/4*2/2)/(2/4+2/2)=0.667, 0, 1
@@ -91,4 +91,4 @@ def test_reference_without_source_is_one_clear_error(store, tmp_path):
 
     (tmp_path / "refs.jsonl").write_text('{"id": "x", "question": "Where?"}\n')
     with pytest.raises(RagbatchError, match="reference 'x' has no \"source\""):
-        evaluate(EvalOptions(str(tmp_path / "refs.jsonl"), store / "store"), NullProgress())
+        evaluate(EvalOptions(str(tmp_path / "refs.jsonl"), store / "store"), make_progress(False))

@@ -1,0 +1,30 @@
+"""Which device a model runs on: the one rule every command uses for `--device`.
+
+`auto` is cuda when the installed torch can use a GPU (`torch.cuda.is_available()`, which
+honours CUDA_VISIBLE_DEVICES), else cpu. torch is imported only here and only when a
+device must actually be decided, never when the CLI starts.
+"""
+
+from __future__ import annotations
+
+from ragbatch.errors import RagbatchError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(requested: str = "auto") -> str:
+    """"cpu" or "cuda" for `--device requested`; a clear error for cuda without a usable GPU."""
+    if requested not in DEVICES:
+        raise RagbatchError(f"--device {requested}: use auto, cpu or cuda")
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise RagbatchError(
+            f"--device cuda: torch {torch.__version__} sees no usable CUDA GPU "
+            "(a CPU-only torch build, no driver, or CUDA_VISIBLE_DEVICES hides it); use --device cpu or auto"
+        )
+    return "cpu"

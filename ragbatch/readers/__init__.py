@@ -1,0 +1,64 @@
+"""Find input files and read them into section records.
+
+`discover(paths)` turns the PATHs given on the command line (files, directories, globs)
+into a list of files to read. `read_file(file)` turns one file into section records,
+plain dicts of str/int so they can cross into Ray Data workers:
+
+    {"path", "root", "source", "title", "section", "text"}
+
+`source` is the file's path relative to the indexed root, plus `#anchor` for a section
+of an HTML page (its `id`) or of a Markdown file (its GitHub slug). In a record's text,
+blocks (paragraphs, list items, headings) are separated by a blank line, as the
+paragraphs of a .txt file are; a code block keeps its own lines.
+
+One module per job: discovery.py finds files; text.py reads UTF-8 and plain text; html.py
+and markdown.py split those formats into sections. bs4, lxml and markdown-it are imported
+inside the functions that use them, so that importing this package stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ragbatch.errors import InputFileError
+from ragbatch.readers.discovery import HTML_SUFFIXES, MARKDOWN_SUFFIXES, SUPPORTED_SUFFIXES, Discovery, discover
+from ragbatch.readers.html import html_sections
+from ragbatch.readers.markdown import markdown_sections
+from ragbatch.readers.text import plain_text_section, read_utf8_text
+
+__all__ = ["SUPPORTED_SUFFIXES", "Discovery", "discover", "read_file"]
+
+
+def read_file(file: dict) -> list[dict]:
+    """Read one discovered file into section records, in document order."""
+    path = file["path"]
+    shown = _shown_path(path)
+    suffix = Path(path).suffix.lower()
+    text = read_utf8_text(path, shown)
+    if suffix in HTML_SUFFIXES:
+        sections = html_sections(text, shown)
+    elif suffix in MARKDOWN_SUFFIXES:
+        sections = markdown_sections(text, shown)
+    elif suffix == ".txt":
+        sections = [plain_text_section(text)]
+    else:
+        raise InputFileError(shown, f"unsupported type {suffix or 'without extension'}; "
+                                    f"ragbatch reads {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return [
+        {
+            "path": path,
+            "root": file["root"],
+            "source": file["relpath"] + (f"#{anchor}" if anchor else ""),
+            "title": title,
+            "section": number,
+            "text": body,
+        }
+        for number, (anchor, title, body) in enumerate(sections)
+    ]
+
+
+def _shown_path(path: str) -> str:
+    """The path as the user most likely typed it: relative to the working directory if inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
