@@ -19,6 +19,9 @@ from pathlib import Path
 
 from ragbatch.errors import RagbatchError
 
+# The Parquet metadata key of the run's settings: models, retrieval, engine arguments.
+RUN_METADATA = b"ragbatch.run"
+
 # Columns every answer row has, in order (documented in the README).
 BASE_COLUMNS = [
     ("id", "string"),
@@ -178,9 +181,12 @@ class AnswerWriter:
         _fsync(tmp)
         os.replace(tmp, final)
 
-    def finish(self, order: list[str]) -> int:
+    def finish(self, order: list[str], run: dict | None = None) -> int:
         """Merge earlier answers and parts into OUT in input order, one row per id (the
-        newest); return the row count. Then remove the parts and release the lock."""
+        newest); return the row count. Then remove the parts and release the lock.
+
+        `run` (the settings of the run that answered) is stored as JSON in the file's
+        metadata under RUN_METADATA; without it the earlier file's is kept."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -191,6 +197,8 @@ class AnswerWriter:
         rank = {qid: i for i, qid in enumerate(order)}
         keys = pa.array([rank.get(qid, len(rank)) for qid in table.column("id").to_pylist()], pa.int64())
         table = table.take(pc.sort_indices(keys))
+        if run is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), RUN_METADATA: json.dumps(run)})
         tmp = self.out.with_name(f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}")
         pq.write_table(table, tmp)
         _fsync(tmp)

@@ -36,6 +36,9 @@ class AskOptions:
     prompt_file: Path | None = None
     resume: bool = False
     overwrite: bool = False
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+    vllm_args: dict = field(default_factory=dict)  # any other vLLM engine argument
     count_tokens: str | None = None
     prices: Path | None = None
     price_prompt: float | None = None
@@ -153,12 +156,14 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
 
     if todo:
         from ragbatch.devices import pick_device
+        from ragbatch.engine_args import engine_settings
         from ragbatch.models import DEFAULT_LLM, resolve_llm
         from ragbatch.retrieval import Retriever
 
         llm_name = options.llm or DEFAULT_LLM
         llm_path = resolve_llm(options.llm)  # fails fast when the model is not here
         device = pick_device(options.device)  # and when the device is not
+        engine = engine_settings(options.gpu_memory_utilization, options.tensor_parallel_size, options.vllm_args)  # or a setting
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
@@ -167,20 +172,33 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
         task = progress.add_task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)
         progress.advance(task, len(todo))
-        retriever.close()
-        del retriever  # frees the embedder before vLLM takes its memory
+        retriever.close()  # frees the embedder (and its GPU memory) before vLLM sizes itself
 
-        _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
+        _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress)
+        run = {
+            "llm": llm_name,
+            "embedder": report.embedder,
+            "store": str(options.store),
+            "retrieval": options.retrieval,
+            "k": options.k,
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "seed": options.seed,
+            "max_model_len": options.max_model_len,
+            "device": device,
+            "engine": engine,
+        }
+    else:
+        run = None
+    report.rows = writer.finish(order=[q["id"] for q in questions], run=run)
 
-    report.rows = writer.finish(order=[q["id"] for q in questions])
 
-
-def _generate_rows(options, device, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
+def _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
     from ragbatch.generation import Generator
     from ragbatch.prompting import PromptTooLong, build_prompt
     from ragbatch.tokencount import count
 
-    generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name)
+    generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name, engine=engine)
     try:
         base = [_base_row(q, found, llm_name, report.embedder, writer.schema, options.count_tokens) for q, found in zip(todo, hits)]
         prompts, waiting, pending = [], [], []

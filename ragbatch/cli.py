@@ -81,7 +81,7 @@ def main(debug: bool) -> None:
 @store_option("Local store directory (created if absent).")
 @click.option("--publish", "publish_root", type=click.Path(file_okay=False, path_type=Path), help="Also publish a verified copy under this root.")
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
-@click.option("--embedder", help="Embedding model: name, local folder or HF id [default: the store's, else all-MiniLM-L6-v2].")
+@click.option("--embedder", help="Embedding model: packaged name, local folder or Hugging Face id [default: the store's; for a new store hkunlp/instructor-large on a GPU, else all-MiniLM-L6-v2].")
 @click.option("--chunk-size", type=click.IntRange(16), help="Chunk size in the embedder's tokens [default: fits the model].")
 @click.option("--chunk-overlap", type=click.IntRange(0), help="Overlap between chunks, in tokens [default: size/8].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Texts per forward pass.")
@@ -109,7 +109,7 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
     )
     with make_progress(not as_json) as progress:
         report = run_index(options, progress)
-    for line in report.skipped:
+    for line in report.notices + report.skipped:
         click.echo(line, err=True)
     for line in report.errors:
         click.echo(f"error: {line}", err=True)
@@ -161,7 +161,7 @@ READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
     help="Parquet file of answers [default: outputs/<QUESTIONS stem>-answers.parquet, resumed when it exists].",
 )
 @K_OPTION
-@click.option("--llm", help="Generator: packaged name, local folder or cached HF id [default: smollm2-135m-instruct].")
+@click.option("--llm", help="Generator: packaged name, local folder or Hugging Face id (from the HF cache, else downloaded) [default: smollm2-135m-instruct].")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0))
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -174,15 +174,19 @@ READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
 @click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
 @click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="Share of the GPU's memory vLLM may take [default: vLLM's, 0.92].")
+@click.option("--tensor-parallel-size", type=click.IntRange(1), help="GPUs to split the model across [default: 1].")
+@click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable: quantization=fp8, enable_prefix_caching=true, max_num_seqs=64.")
 @click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
 @RETRIEVAL_OPTION
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, part_rows, retrieval, device, as_json):
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, gpu_memory_utilization, tensor_parallel_size, vllm_args, part_rows, retrieval, device, as_json):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
+    from ragbatch.engine_args import parse_vllm_args
     from ragbatch.progress import make_progress
 
     if system_prompt and prompt_file:
@@ -208,6 +212,9 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
         price_completion=price_completion,
         device=device,
         max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        vllm_args=parse_vllm_args(vllm_args),
         retrieval=retrieval,
         part_rows=part_rows,
     )

@@ -28,3 +28,14 @@ def pick_device(requested: str = "auto") -> str:
             "(a CPU-only torch build, no driver, or CUDA_VISIBLE_DEVICES hides it); use --device cpu or auto"
         )
     return "cpu"
+
+
+def model_dtype(device: str) -> str:
+    """The dtype models run in on `device` ("cpu" or "cuda"): bf16 on GPUs that compute it
+    (Ampere and later), fp16 on older ones, float32 on the CPU. T5 encoders such as
+    instructor-large overflow in fp16, so bf16 is the one to prefer."""
+    if device != "cuda":
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

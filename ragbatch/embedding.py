@@ -17,6 +17,8 @@ from pathlib import Path
 from ragbatch.errors import RagbatchError
 from ragbatch.models import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, resolve_model
 
+# The design card's embedder, the default for a new store on a GPU.
+GPU_EMBEDDER = "hkunlp/instructor-large"
 # The instructions INSTRUCTOR's authors give for retrieval over documents.
 INSTRUCTOR_DOCUMENT = "Represent the document for retrieval:"
 INSTRUCTOR_QUERY = "Represent the question for retrieving supporting documents:"
@@ -52,6 +54,21 @@ def resolve_embedder(name: str | None) -> EmbedderSpec:
     instructions = (INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY) if "instructor" in name.lower() else ("", "")
     model = resolve_model(name, "--embedder", PACKAGED_EMBEDDERS)
     return EmbedderSpec(name, model.path, model.revision, *instructions)
+
+
+def new_store_embedder(device: str, notices: list[str]) -> EmbedderSpec:
+    """A new store's embedder when --embedder is not given: instructor-large where
+    `--device` resolves to cuda, the packaged MiniLM elsewhere, and also where
+    instructor-large cannot be had (offline and not cached), with a notice saying why."""
+    from ragbatch.devices import pick_device
+
+    if pick_device(device) != "cuda":
+        return resolve_embedder(DEFAULT_EMBEDDER)
+    try:
+        return resolve_embedder(GPU_EMBEDDER)
+    except RagbatchError as exc:
+        notices.append(f"notice: using the packaged {DEFAULT_EMBEDDER}, because {exc}")
+        return resolve_embedder(DEFAULT_EMBEDDER)
 
 
 @dataclass(frozen=True)
@@ -141,10 +158,11 @@ class Embedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
-        from ragbatch.devices import pick_device
+        from ragbatch.devices import model_dtype, pick_device
 
         self.device = pick_device(self.device)
-        kwargs = {"model_kwargs": {"dtype": "float16"}} if self.device == "cuda" else {}
+        self.dtype = model_dtype(self.device)
+        kwargs = {"model_kwargs": {"dtype": self.dtype}} if self.dtype != "float32" else {}
         try:
             # A folder path: loading it asks no hub (the folder was resolved in models.py).
             self.model = SentenceTransformer(self.spec.path, device=self.device, **kwargs)
@@ -154,6 +172,18 @@ class Embedder:
             # Switched on automatically only for the exact hub names; a local path
             # would silently keep the instruction tokens in the mean (see FACTS).
             self.model.set_pooling_include_prompt(False)
+
+    def release(self) -> None:
+        """Give the weights' memory back, on the GPU too, before another model (vLLM)
+        sizes itself by what is free."""
+        import gc
+
+        self.model = None
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
     def embed_documents(self, texts: list[str]):
         return self._encode(texts, self.spec.document_instruction)
@@ -169,9 +199,15 @@ class Embedder:
             prompt=instruction or None,
             batch_size=self.batch_size,
             normalize_embeddings=True,
-            convert_to_numpy=True,
+            convert_to_tensor=True,
             show_progress_bar=False,
         )
+        # Stored as float32 whatever the model ran in. A model's own Normalize layer in
+        # bf16 leaves norms up to ~1 % off; normalising again in float32 fixes that (the
+        # directions agree with float32's to a cosine of 0.99999).
+        import torch
+
+        vectors = torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
         self.seconds += time.perf_counter() - started
         self.vectors += len(texts)
         return vectors

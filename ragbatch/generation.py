@@ -19,8 +19,6 @@ from typing import Iterator
 
 from ragbatch.errors import RagbatchError
 
-# GPU: leave room for the embedder, which may share the GPU with vLLM.
-GPU_MEMORY_UTILIZATION = 0.8
 # CPU: KV cache room for this many full-length sequences (short prompts pack many more).
 CPU_KV_CACHE_SEQUENCES = 4
 CPU_KV_CACHE_MIN_BYTES = 256 * 2**20
@@ -37,9 +35,10 @@ class Generation:
 class Generator:
     """One vLLM engine for the whole run. Use as a context manager, or call close().
 
-    CUDA: vLLM's defaults, with 80 % of the GPU's memory (the embedder may share it).
-    CPU: in-process engine, eager mode, an explicit KV cache size, and bf16 only where
-    the CPU has native bf16 (float32 elsewhere, see `_cpu_dtype`).
+    CUDA: vLLM's defaults (it takes 92 % of the GPU's memory: `ask` frees the embedder's
+    first). CPU: in-process engine, eager mode, an explicit KV cache size, and bf16 only
+    where the CPU has native bf16 (float32 elsewhere, see `_cpu_dtype`).
+    `engine` holds the user's own engine arguments (engine_args.py); they win over ours.
     `name` is the --llm name as given (for output rows); it defaults to `model_path`.
     """
 
@@ -50,11 +49,12 @@ class Generator:
         device: str = "auto",
         seed: int = 0,
         name: str | None = None,
+        engine: dict | None = None,
     ):
         self.name = name or model_path
         from ragbatch.devices import pick_device
 
-        _quiet_vllm()
+        quiet_vllm()
         self.device = pick_device(device)
         if self.device == "cpu":
             # In-process engine: the multiprocess one reserves a core for its scheduler
@@ -84,7 +84,8 @@ class Generator:
                 kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len, dtype),
             )
         else:
-            settings = dict(gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
+            settings = {}
+        settings.update(engine or {})
         started = time.perf_counter()
         self._llm = LLM(
             model=model_path,
@@ -189,7 +190,7 @@ def _generation(out) -> Generation:
     )
 
 
-def _quiet_vllm() -> None:
+def quiet_vllm() -> None:
     """Environment vLLM reads at import and engine start; a user's own setting wins."""
     # ERROR, not WARNING: on CPU vLLM warns a dozen times per load about things a
     # user cannot act on (LD_PRELOAD of tcmalloc, Triton, oneDNN fallbacks, seeds).

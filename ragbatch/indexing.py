@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ragbatch import readers
 from ragbatch.chunking import Chunker, ChunkingParams
-from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
+from ragbatch.embedding import EmbedderLoader, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
 from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
@@ -48,6 +48,7 @@ class IndexReport:
     skipped_files: int = 0
     errors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # choices the user should know of
     ms_per_vector: float | None = None
     seconds: float = 0.0
     executor: str = ""
@@ -111,10 +112,10 @@ def make_executor(name: str, progress, device: str, batch_size: int):
     raise RagbatchError(f"--executor {name}: expected auto, local or ray")
 
 
-def settle_settings(options: IndexOptions, manifest: dict | None):
+def settle_settings(options: IndexOptions, manifest: dict | None, notices: list[str]):
     """Embedder and chunking: from the options, else from an existing store, else defaults."""
     name = options.embedder or (manifest["embedder"]["name"] if manifest else None)
-    spec = resolve_embedder(name)
+    spec = resolve_embedder(name) if name else new_store_embedder(options.device, notices)
     info = describe_embedder(spec)
     stored = manifest["chunking"] if manifest else {}
     # Defaults fit the model's maximum sequence length, after special tokens and the
@@ -158,7 +159,7 @@ def index(options: IndexOptions, progress) -> IndexReport:
 
 def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict], report: IndexReport, started: float) -> IndexReport:
     manifest = read_manifest(store)
-    spec, info, params = settle_settings(options, manifest)
+    spec, info, params = settle_settings(options, manifest, report.notices)
     embedder_meta = spec.as_dict()
     if manifest:
         check_compatible(store, manifest, embedder_meta, params.as_dict())

@@ -46,6 +46,14 @@ class _EmbedActor:
         return {"id": batch["id"], "embedding": vectors, "seconds": [seconds / len(vectors)] * len(vectors)}
 
 
+def gpu_pool(gpus: float) -> tuple[int, float]:
+    """(actors, GPU share of each) for a cluster with `gpus` GPUs in all: two actors per
+    GPU, so one tokenises while the other runs the model, and never more GPU than the
+    cluster has (a cluster may offer a fraction of one)."""
+    share = min(0.5, gpus)
+    return max(1, int(gpus / share + 1e-9)), share
+
+
 class RayExecutor:
     name = "ray"
 
@@ -82,7 +90,8 @@ class RayExecutor:
 
             raise RagbatchError("--device cuda: the Ray cluster has no GPU; use --device cpu or auto")
         if gpus:
-            pool, per_actor = {"size": max(2, int(gpus) * 2)}, {"num_gpus": 0.5, "num_cpus": 1}
+            size, share = gpu_pool(gpus)
+            pool, per_actor = {"size": size}, {"num_gpus": share, "num_cpus": 1}
             device = "cuda"
         else:
             cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -83,4 +83,8 @@ class Retriever:
         return self.chroma.hits(fused)
 
     def close(self) -> None:
+        """Close the store and free the embedder (and its GPU memory) for what runs next."""
         self.chroma.close()
+        if self.embedder is not None:
+            self.embedder.release()
+            self.embedder = None

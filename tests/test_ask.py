@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fake_hub import FakeHub
-from ragbatch.answers import BASE_COLUMNS
+from ragbatch.answers import BASE_COLUMNS, RUN_METADATA
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
 
@@ -62,7 +62,7 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
     # As a user online runs it (no HF_HUB_OFFLINE): packaged models must still ask no hub.
     online = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_HOME": str(tmp_path / "hf-home")}
     with FakeHub({}) as hub:
-        result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--json", env={**online, "HF_ENDPOINT": hub.url})
+        result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--vllm-arg", "max_num_seqs=8", "--json", env={**online, "HF_ENDPOINT": hub.url})
     assert result.returncode == 3, result.stderr  # done, but a row failed (README's exit codes)
     assert "1 of 3 questions failed" in result.stderr
     assert hub.requests == []
@@ -72,6 +72,8 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
 
     table = pq.read_table(out)
     assert table.schema.names[: len(BASE_COLUMNS)] == [n for n, _ in BASE_COLUMNS]
+    run = json.loads(table.schema.metadata[RUN_METADATA])
+    assert run["engine"] == {"max_num_seqs": 8} and run["k"] == 2 and run["llm"] == "smollm2-135m-instruct" and run["device"] == "cpu"
     assert {"prompt_tokens_cl100k_base", "completion_tokens_cl100k_base", "topic"} <= set(table.schema.names)
     rows = {r["id"]: r for r in table.to_pylist()}
     assert list(rows) == ["capital", "president", "huge"]  # input order
@@ -148,6 +150,7 @@ def test_search_json_lists_ranked_passages(store, tmp_path):
         (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--store", "{d}/nostore"], "nostore: no such store"),
         (lambda d: (d / "empty-store").mkdir(), ["{d}/q.txt", "--store", "{d}/empty-store"], "not a ragbatch store (no manifest.json)"),
         (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--out", "/proc/answers.parquet"], "cannot write there"),
+        (lambda d: None, ["{d}/q.txt", "--vllm-arg", "max_num_seq=8"], "--vllm-arg max_num_seq: not a vLLM engine argument; did you mean max_num_seqs?"),
         (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--llm", "no-such/model"], "--llm no-such/model: cannot be loaded offline"),
     ],
 )
