@@ -153,6 +153,30 @@ READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
 
 
 @main.command()
+@store_option("Store to verify (local, or a published version folder).")
+@JSON_OPTION
+@handle_errors
+def check(store, as_json):
+    """Verify a store as publish does (manifest, SQLite, vector count and index, BM25); name any damage and its repair."""
+    from ragbatch.checking import check_store
+    from ragbatch.manifest import require_store_path
+    from ragbatch.store import store_lock
+    from ragbatch.store_cache import is_published, resolve_store
+
+    require_store_path(store)
+    if is_published(store):  # checksums verified into the local cache, then that copy checked
+        health = check_store(resolve_store(store), lexical=True)
+    else:
+        with store_lock(store):  # not while an index run is writing it
+            health = check_store(store, lexical=True)
+    health.store = str(store)
+    if as_json:
+        click.echo(json.dumps(health.as_json()))
+    else:
+        click.echo(f"{store}: ok ({health.chunks} chunks, embedder {health.embedder}, BM25 {health.lexical})")
+
+
+@main.command()
 @click.argument("questions")
 @store_option(READ_STORE_HELP)
 @click.option(

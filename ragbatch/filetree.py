@@ -19,10 +19,20 @@ def _raise(error: OSError) -> None:
     raise error
 
 
-def hash_tree(top: Path) -> dict[str, str]:
-    """sha256 of every file under `top`, keyed by its relative POSIX path, sorted."""
-    hashes = {}
+def _walk(top: Path, only: tuple[str, ...] | None):
+    """os.walk of `top`, limited to the top-level entries named in `only` (all if None)."""
     for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
+        if only is not None and Path(dirpath) == Path(top):
+            dirnames[:] = [d for d in dirnames if d in only]
+            filenames = [f for f in filenames if f in only]
+        yield dirpath, dirnames, filenames
+
+
+def hash_tree(top: Path, only: tuple[str, ...] | None = None) -> dict[str, str]:
+    """sha256 of every file under `top` (or under its entries named in `only`), keyed by its
+    relative POSIX path, sorted."""
+    hashes = {}
+    for dirpath, dirnames, filenames in _walk(top, only):
         dirnames.sort()
         for entry in dirnames + filenames:
             # os.walk lists a symlinked folder among dirnames and never enters it.
@@ -45,9 +55,10 @@ def checksums_text(hashes: dict[str, str]) -> str:
     return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(hashes.items()))
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    """Copy every folder and file under `src` into the existing `dst`, fsyncing all of them."""
-    for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
+def copy_tree(src: Path, dst: Path, only: tuple[str, ...] | None = None) -> None:
+    """Copy every folder and file under `src` (or under its entries named in `only`) into
+    the existing `dst`, fsyncing all of them."""
+    for dirpath, dirnames, filenames in _walk(src, only):
         here = dst / Path(dirpath).relative_to(src)
         for d in dirnames:
             (here / d).mkdir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from ragbatch.errors import StoreError
@@ -52,8 +53,14 @@ def resolve_store(path: str | Path, cache_dir: str | Path | None = None) -> Path
     raise StoreError(f"{path}: versions were removed twice while copying them; try again")
 
 
+# Verified copies kept per published store: the newest, and a few older ones that readers
+# started before a publish may still be using.
+CACHED_VERSIONS = 3
+
+
 def _cache_version(version: Path, cache: Path) -> Path:
-    """Copy `version` into CACHE/stores/<name>/<version> once, verified; return the copy."""
+    """Copy `version` into CACHE/stores/<name>/<version> once, verified; return the copy.
+    Older copies of the same store beyond CACHED_VERSIONS are removed."""
     name = version.parent.name[: -len(VERSIONS_SUFFIX)]
     cached = cache / "stores" / name / version.name
     if cached.is_dir():
@@ -74,7 +81,20 @@ def _cache_version(version: Path, cache: Path) -> Path:
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+    _prune_cache(cached.parent, keep=cached)
     return cached
+
+
+def _prune_cache(folder: Path, keep: Path) -> None:
+    """Remove all but the newest CACHED_VERSIONS copies (version names sort by time), and
+    copies interrupted over an hour ago."""
+    versions = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in versions[:-CACHED_VERSIONS]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for staged in folder.glob(".tmp-*"):
+        if time.time() - staged.stat().st_mtime > 3600:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def _verify_checksums(copy: Path, source: Path) -> None:

@@ -285,3 +285,33 @@ def test_reader_racing_a_publisher_sees_whole_versions(stores, tmp_path):
     assert {v for v, _ in seen} <= set(published) | {first}
     assert len({n for _, n in seen}) >= 2, f"reader saw too few versions: {seen}"
     assert retried_out <= 1
+
+
+def test_published_versions_hold_only_the_store_not_its_lock_or_leftovers(stores, tmp_path):
+    store = fresh(stores, 30, tmp_path)
+    (store / ".ragbatch.lock").write_text("")
+    (store / ".manifest.json.tmp-1234").write_text("{half")  # what interrupted writes leave
+    (store / "bm25.old").mkdir()
+    (store / "bm25.old" / "vocab.json").write_text("{}")
+    version = publish(store, tmp_path / "shared")
+    assert sorted(p.name for p in version.iterdir()) == sorted(["manifest.json", "chroma", "bm25", CHECKSUMS])
+    assert checksums_verify(version)
+
+
+def test_the_reader_cache_keeps_the_newest_three_copies_per_store(stores, tmp_path):
+    root, cache = tmp_path / "shared", tmp_path / "cache"
+    opened = []
+    for n in (30, 40, 50, 30, 40):
+        publish(fresh(stores, n, tmp_path / str(len(opened))), root, keep=5)
+        opened.append(resolve_store(root / "books", cache_dir=cache))
+    kept = sorted(p for p in (cache / "stores" / "books").iterdir())
+    assert kept == opened[-3:]
+
+
+def test_deleted_hnsw_files_are_found_though_chroma_still_counts_every_vector(tmp_path):
+    store = make_store(tmp_path / "big" / "books", 3000)  # past Chroma's sync threshold: HNSW files written
+    segment = next(p for p in (store / "chroma").iterdir() if p.is_dir())
+    shutil.rmtree(segment)
+    assert chroma_count(store) == 3000  # Chroma itself does not notice
+    with pytest.raises(StoreError, match=r"its vector index \(HNSW files\) is damaged or missing"):
+        publish(store, tmp_path / "shared")
