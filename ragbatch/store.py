@@ -5,10 +5,14 @@ Layout of a store directory:
     STORE/chroma/         Chroma PersistentClient folder
     STORE/bm25/           lexical index (see lexical.py)
     STORE/.ragbatch.lock  held by the one process writing the store (see store_lock)
+    STORE/.ragbatch.readers.db  readers' shared lock, a writer's exclusive one (SQLite)
 
 Chroma loses vectors silently when two processes write one collection, so every
 write goes through the one `ChromaStore` the indexing process holds, from the one
-`BackgroundWriter` thread, under `store_lock`.
+`BackgroundWriter` thread, under `store_lock`. Chroma also warns that clients of
+several processes on one folder can lose data, and a reader opening a store mid-run
+sees Chroma and BM25 out of step: so readers of a local store (`reading`) wait while a
+writer holds it, and a writer waits for the readers already in.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from pathlib import Path
 
 CHROMA_DIR = "chroma"
 LOCK_FILE = ".ragbatch.lock"
+READERS_LOCK_FILE = ".ragbatch.readers.db"
+# Wait this long quietly before saying that a lock is being waited for.
+QUIET_WAIT_SECONDS = 1.0
 # Metadata kept with every vector; `path` and `root` let a re-index find chunks of
 # files that changed or disappeared.
 METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start")
@@ -140,9 +147,10 @@ class ChromaStore:
 
 
 @contextmanager
-def store_lock(store: Path):
+def store_lock(store: Path, notify=None):
     """One writer per store: Chroma silently loses vectors when two processes write one
-    collection, and cron jobs overlap. A second writer is refused at once, not queued."""
+    collection, and cron jobs overlap. A second writer is refused at once, not queued;
+    readers already in are waited for (`notify` hears of it after a second)."""
     from filelock import FileLock, Timeout
 
     from ragbatch.errors import StoreError
@@ -153,6 +161,33 @@ def store_lock(store: Path):
         lock.acquire()
     except Timeout:
         raise StoreError(f"{store}: another ragbatch process is indexing this store; run again when it has finished") from None
+    try:
+        with _readers_lock(store, "write", notify):
+            yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def reading(store: Path, notify=None):
+    """Held by a reader of a local store (search, ask's retrieval, eval) while it has the
+    store open: it waits for a writer to finish, and a writer waits for it."""
+    with _readers_lock(store, "read", notify):
+        yield
+
+
+@contextmanager
+def _readers_lock(store: Path, mode: str, notify):
+    from filelock import ReadWriteLock, Timeout
+
+    lock = ReadWriteLock(store / READERS_LOCK_FILE, is_singleton=False)
+    acquire = lock.acquire_read if mode == "read" else lock.acquire_write
+    try:
+        acquire(timeout=QUIET_WAIT_SECONDS)
+    except Timeout:
+        if notify:
+            notify(f"{store}: waiting for the {'index run writing' if mode == 'read' else 'readers of'} this store to finish")
+        acquire()
     try:
         yield
     finally:
