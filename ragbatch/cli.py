@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 error (nothing or only part done, see the message);
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -41,7 +42,11 @@ def handle_errors(command):
         except Exception as exc:  # noqa: BLE001 - last resort: still one line without --debug
             if debug:
                 raise
-            click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+            if _disk_full(exc):
+                where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+                click.echo(f"error: no space left on device{where}; free some space and run the same command again (what was stored before is kept)", err=True)
+            else:
+                click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
             sys.exit(1)
 
     return wrapper
@@ -60,6 +65,11 @@ def store_option(help: str):
         type=click.Path(file_okay=False, path_type=Path),
         help=help,
     )
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC from Python, or SQLite's (Chroma's) "database or disk is full"."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or any(text in str(exc) for text in ("database or disk is full", "No space left on device"))
 
 
 DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
