@@ -190,3 +190,19 @@ def test_thousands_of_queries_at_once_stay_within_sqlite_limits(tmp_path):
     finally:
         chroma.close()
     assert len(results) == 5000 and all(len(r) == 10 for r in results)
+
+
+def test_same_named_files_in_two_folders_keep_their_own_chunks(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "notes.txt").write_text("Identical notes about Phileas Fogg.\n")
+    report = run([tmp_path / "a" / "notes.txt", tmp_path / "b" / "notes.txt"], tmp_path / "s")
+    assert report.chunks == 2  # identical text, two files: two chunk ids
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "s" / "chroma"))
+    try:
+        sources = sorted(m["source"] for m in client.get_collection("chunks").get(include=["metadatas"])["metadatas"])
+    finally:
+        client.close()
+    assert sources == ["a/notes.txt", "b/notes.txt"]

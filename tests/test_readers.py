@@ -324,8 +324,8 @@ def test_discover_file_glob_missing_and_duplicates(docs, monkeypatch):
 
     assert found.files == [
         {"path": str(docs / "b.txt"), "root": str(docs / "b.txt"), "relpath": "b.txt"},
-        {"path": str(docs / "sub/c.html"), "root": str(docs / "sub/c.html"), "relpath": "c.html"},
-        {"path": str(docs / "sub/deeper/d.htm"), "root": str(docs / "sub/deeper/d.htm"), "relpath": "d.htm"},
+        {"path": str(docs / "sub/c.html"), "root": str(docs / "sub/c.html"), "relpath": "sub/c.html"},  # under the common root
+        {"path": str(docs / "sub/deeper/d.htm"), "root": str(docs / "sub/deeper/d.htm"), "relpath": "sub/deeper/d.htm"},
     ]
     assert [str(e) for e in found.errors] == [
         "missing.txt: no such file or directory",
@@ -443,3 +443,34 @@ def test_import_does_not_load_parsers():
                             cwd=Path(__file__).parents[1]).stdout
 
     assert output.strip() == "[]"
+
+
+def test_sources_are_unique_per_file_under_the_common_root_of_the_arguments(tmp_path, monkeypatch):
+    from ragbatch.readers import discover
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b", "docs/sub"):
+        (tmp_path / folder).mkdir(parents=True)
+    for path in ("a/notes.txt", "b/notes.txt", "docs/x.txt", "docs/sub/y.md"):
+        (tmp_path / path).write_text("Same text in every file.\n")
+    names = lambda *args: [f["relpath"] for f in discover(list(args)).files]  # noqa: E731
+    assert names("a/notes.txt", "b/notes.txt") == ["a/notes.txt", "b/notes.txt"]
+    assert names("a/notes.txt") == ["notes.txt"]  # one file: its name
+    assert names("docs") == ["sub/y.md", "x.txt"]  # one folder: paths inside it
+    assert names("docs", "a/notes.txt") == ["docs/sub/y.md", "docs/x.txt", "a/notes.txt"]
+    assert names("docs/*.txt", "b/notes.txt") == ["docs/x.txt", "b/notes.txt"]
+
+
+def test_fifos_and_link_loops_are_one_error_each_not_a_hang(tmp_path):
+    import os
+
+    from ragbatch.readers import discover
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "l1.txt").symlink_to(tmp_path / "l2.txt")
+    (tmp_path / "l2.txt").symlink_to(tmp_path / "l1.txt")
+    (tmp_path / "ok.txt").write_text("Fine.\n")
+    found = discover([str(tmp_path)])
+    assert [f["relpath"] for f in found.files] == ["ok.txt"]
+    assert sorted(e.where.rsplit("/", 1)[-1] for e in found.errors) == ["l1.txt", "l2.txt", "pipe.txt"]
+    assert all("not a regular file" in e.reason for e in found.errors)

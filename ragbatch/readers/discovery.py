@@ -42,7 +42,21 @@ def discover(paths: list[str]) -> Discovery:
                     _add_file(match, match, found, seen)
         else:
             found.errors.append(InputFileError(given, "no such file or directory"))
+    _name_sources(found.files)
     return found
+
+
+def _name_sources(files: list[dict]) -> None:
+    """Each file's source path (its `relpath`), relative to the common root of everything
+    indexed: one directory's files are named inside it, one file by its name, and the
+    files of several arguments by their paths under a folder they share, so `a/notes.txt`
+    and `b/notes.txt` stay two sources (and two sets of chunk ids)."""
+    if not files:
+        return
+    bases = {os.path.dirname(f["path"]) if f["root"] == f["path"] else f["root"] for f in files}
+    common = os.path.commonpath(sorted(bases))
+    for f in files:
+        f["relpath"] = Path(os.path.relpath(f["path"], common)).as_posix()
 
 
 def _add_directory(directory: str, found: Discovery, seen: set[str]) -> None:
@@ -57,21 +71,19 @@ def _add_directory(directory: str, found: Discovery, seen: set[str]) -> None:
             if not name.startswith("."):
                 relpaths.append(Path(os.path.relpath(os.path.join(dirpath, name), directory)))
     for relpath in sorted(relpaths):
-        _add_file(os.path.join(directory, relpath), directory, found, seen, relpath.as_posix())
+        _add_file(os.path.join(directory, relpath), directory, found, seen)
 
 
-def _add_file(shown: str, root: str, found: Discovery, seen: set[str],
-              relpath: str | None = None) -> None:
+def _add_file(shown: str, root: str, found: Discovery, seen: set[str]) -> None:
     suffix = Path(shown).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         found.skipped.append(f"{shown}: skipped (unsupported type {suffix or 'without extension'})")
+        return
+    if not os.path.isfile(shown):  # a FIFO would block the read forever; a link may loop or dangle
+        found.errors.append(InputFileError(shown, "not a regular file (a FIFO, device, or a link that loops or points nowhere)"))
         return
     key = os.path.realpath(shown)  # the same file reached twice (./a.txt, a.txt, a link)
     if key in seen:
         return
     seen.add(key)
-    found.files.append({
-        "path": os.path.abspath(shown),
-        "root": os.path.abspath(root),
-        "relpath": relpath or Path(shown).name,
-    })
+    found.files.append({"path": os.path.abspath(shown), "root": os.path.abspath(root), "relpath": ""})
