@@ -23,8 +23,9 @@ _BLOCK_TAGS = _HEADINGS | {
 class _Record:
     """A section being collected: its anchor, its title and its text blocks."""
 
-    def __init__(self, anchor: str, title: str = ""):
-        self.anchor, self.title = anchor, title
+    def __init__(self, anchor: str, title: str = "", parent: "_Record | None" = None):
+        self.anchor, self.title, self.parent = anchor, title, parent
+        self.ids: list[str] = []  # other elements' ids inside it: link targets within the section
         self.blocks: list[str] = []
         self.inline: list[str] = []
 
@@ -34,26 +35,40 @@ class _Record:
             self.blocks.append(line)
         self.inline = []
 
+    def headings(self) -> list[str]:
+        """Titles of the enclosing sections, outermost first, then this record's own."""
+        titles, record = [], self
+        while record is not None:
+            if record.title:
+                titles.append(record.title)
+            record = record.parent
+        return titles[::-1]
+
     def has_text(self) -> bool:
         # The title line alone is not content: a heading over nested sections gives no record.
         return any(block != self.title for block in self.blocks)
 
 
-def html_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
+def html_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list[str]]], str, dict[str, list[str]]]:
+    """(anchor, title, text, heading path) per section, the page's <title>, and per section
+    anchor the other link targets inside it (Sphinx labels, glossary terms, API objects)."""
     from bs4 import BeautifulSoup
 
     content_html, content_name, page_title = _main_content(text)
     soup = BeautifulSoup(content_html, "lxml")
     content = soup.find(content_name) or soup
-    sections = []
-    for record in _collect_html_records(content):
+    sections, anchors = [], {}
+    records = _collect_html_records(content)
+    own = {record.anchor for record in records}
+    for record in records:
         if not record.has_text():
             continue
         title = record.title or page_title or short_title(record.blocks[0])
-        sections.append((record.anchor, title, "\n\n".join(record.blocks)))
+        sections.append((record.anchor, title, "\n\n".join(record.blocks), record.headings()))
+        anchors[record.anchor] = [i for i in dict.fromkeys(record.ids) if i not in own]
     if not sections:
         raise InputFileError(shown, f"no text found (looked in its <{content_name}>)")
-    return sections
+    return sections, page_title, anchors
 
 
 def _main_content(text: str) -> tuple[str, str, str]:
@@ -171,7 +186,7 @@ def _collect_html_records(content) -> list[_Record]:
             continue
         elif node is not content and _is_section(node):
             current.end_block()
-            record = _Record(node.get("id") or "")
+            record = _Record(node.get("id") or "", parent=scopes[-1][0])
             records.append(record)
             scopes.append([record, record])
             pending.append(_END_SECTION)
@@ -185,7 +200,7 @@ def _collect_html_records(content) -> list[_Record]:
                 current.title = title
                 current.anchor = current.anchor or anchor
             elif anchor:
-                current = _Record(anchor, title)
+                current = _Record(anchor, title, parent=scopes[-1][0])
                 records.append(current)
                 scopes[-1][1] = current
             elif not current.title and not current.blocks:
@@ -204,6 +219,8 @@ def _collect_html_records(content) -> list[_Record]:
             if code.strip():
                 current.blocks.append(code)
         else:
+            if node.get("id") and node is not content:
+                current.ids.append(node["id"])
             if node.name in _BLOCK_TAGS:
                 current.end_block()
                 pending.append(_END_BLOCK)

@@ -9,7 +9,7 @@ from ragbatch.errors import InputFileError
 from ragbatch.readers.text import short_title, tidy_line
 
 
-def markdown_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
+def markdown_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list[str]]], str]:
     """Split at headings (found by markdown-it, so a `# comment` in a code fence is not one).
 
     Each section keeps its Markdown source; its text starts with the heading's plain text.
@@ -24,26 +24,30 @@ def markdown_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
     tokens = parser.parse(text)
     lines = text.split("\n")
     start = 0  # first line after the front matter
-    headings = []  # (first line, line after the heading, anchor, plain text)
+    headings = []  # (first line, line after the heading, anchor, plain text, heading path)
+    open_levels: list[tuple[int, str]] = []  # (level, title) of the headings enclosing this one
     for index, token in enumerate(tokens):
         if token.type == "front_matter":
             start = token.map[1]
         elif token.type == "heading_open" and token.map:
-            headings.append((token.map[0], token.map[1], token.attrGet("id") or "", _inline_plain_text(tokens[index + 1])))
+            level, title = int(token.tag[1:]), _inline_plain_text(tokens[index + 1])
+            open_levels = [(lv, t) for lv, t in open_levels if lv < level] + [(level, title)]
+            headings.append((token.map[0], token.map[1], token.attrGet("id") or "", title, [t for _, t in open_levels if t]))
 
     sections = []
     preamble = _tidy_markdown("\n".join(lines[start : headings[0][0] if headings else len(lines)]))
     if preamble:
-        sections.append(("", short_title(preamble.split("\n", 1)[0]), preamble))
-    for number, (_, end, anchor, title) in enumerate(headings):
+        sections.append(("", short_title(preamble.split("\n", 1)[0]), preamble, []))
+    for number, (_, end, anchor, title, path) in enumerate(headings):
         stop = headings[number + 1][0] if number + 1 < len(headings) else len(lines)
         body = _tidy_markdown("\n".join(lines[end:stop]))
         if body:  # a heading directly followed by a sub-heading gives no record of its own
             sections.append((anchor, short_title(title) or anchor,
-                             f"{title}\n\n{body}" if title else body))
+                             f"{title}\n\n{body}" if title else body, path))
     if not sections:
         raise InputFileError(shown, "no text found (only headings or markup)")
-    return sections
+    page_title = next((title for _, _, _, title, path in headings if len(path) == 1 and title), "")
+    return sections, page_title
 
 
 def github_slug(title: str) -> str:
