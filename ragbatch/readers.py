@@ -4,10 +4,14 @@
 into a list of files to read. `read_file(file)` turns one file into section records,
 plain dicts of str/int so they can cross into Ray Data workers:
 
-    {"path", "root", "source", "title", "section", "text"}
+    {"path", "root", "source", "title", "section", "text", "page_title", "headings", "anchors"}
 
 `source` is the file's path relative to the indexed root, plus `#anchor` for a section
-of an HTML page (its `id`) or of a Markdown file (its GitHub slug). In a record's text,
+of an HTML page (its `id`) or of a Markdown file (its GitHub slug). `page_title` is the page's <title> (HTML) or first
+heading (Markdown), "" for text; `headings` is the path of section titles from
+the outermost section down to the record's own; `anchors` are the other link targets
+inside an HTML section (Sphinx labels, glossary terms, API objects: `#term-Task`), so a
+link to one of them can be matched to the section holding it. In a record's text,
 blocks (paragraphs, list items, headings) are separated by a blank line, as the
 paragraphs of a .txt file are; a code block keeps its own lines.
 
@@ -108,12 +112,13 @@ def read_file(file: dict) -> list[dict]:
     shown = _shown_path(path)
     suffix = Path(path).suffix.lower()
     text = _read_utf8_text(path, shown)
+    page_title, anchors = "", {}
     if suffix in HTML_SUFFIXES:
-        sections = _html_sections(text, shown)
+        sections, page_title, anchors = _html_sections(text, shown)
     elif suffix in MARKDOWN_SUFFIXES:
-        sections = _markdown_sections(text, shown)
+        sections, page_title = _markdown_sections(text, shown)
     elif suffix == ".txt":
-        sections = [_plain_text_section(text)]
+        sections = [(*_plain_text_section(text), [])]
     else:
         raise InputFileError(shown, f"unsupported type {suffix or 'without extension'}; "
                                     f"ragbatch reads {', '.join(sorted(SUPPORTED_SUFFIXES))}")
@@ -125,8 +130,11 @@ def read_file(file: dict) -> list[dict]:
             "title": title,
             "section": number,
             "text": body,
+            "page_title": page_title,
+            "headings": headings,
+            "anchors": anchors.get(anchor, []),
         }
-        for number, (anchor, title, body) in enumerate(sections)
+        for number, (anchor, title, body, headings) in enumerate(sections)
     ]
 
 
@@ -210,8 +218,9 @@ _BLOCK_TAGS = _HEADINGS | {
 class _Record:
     """A section being collected: its anchor, its title and its text blocks."""
 
-    def __init__(self, anchor: str, title: str = ""):
-        self.anchor, self.title = anchor, title
+    def __init__(self, anchor: str, title: str = "", parent: "_Record | None" = None):
+        self.anchor, self.title, self.parent = anchor, title, parent
+        self.ids: list[str] = []  # other elements' ids inside it: link targets within the section
         self.blocks: list[str] = []
         self.inline: list[str] = []
 
@@ -221,26 +230,38 @@ class _Record:
             self.blocks.append(line)
         self.inline = []
 
+    def headings(self) -> list[str]:
+        """Titles of the enclosing sections, outermost first, then this record's own."""
+        titles, record = [], self
+        while record is not None:
+            if record.title:
+                titles.append(record.title)
+            record = record.parent
+        return titles[::-1]
+
     def has_text(self) -> bool:
         # The title line alone is not content: a heading over nested sections gives no record.
         return any(block != self.title for block in self.blocks)
 
 
-def _html_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
+def _html_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list[str]]], str, dict[str, list[str]]]:
     from bs4 import BeautifulSoup
 
     content_html, content_name, page_title = _main_content(text)
     soup = BeautifulSoup(content_html, "lxml")
     content = soup.find(content_name) or soup
-    sections = []
-    for record in _collect_html_records(content):
+    sections, anchors = [], {}
+    records = _collect_html_records(content)
+    own = {record.anchor for record in records}
+    for record in records:
         if not record.has_text():
             continue
         title = record.title or page_title or _short_title(record.blocks[0])
-        sections.append((record.anchor, title, "\n\n".join(record.blocks)))
+        sections.append((record.anchor, title, "\n\n".join(record.blocks), record.headings()))
+        anchors[record.anchor] = [i for i in dict.fromkeys(record.ids) if i not in own]
     if not sections:
         raise InputFileError(shown, f"no text found (looked in its <{content_name}>)")
-    return sections
+    return sections, page_title, anchors
 
 
 def _main_content(text: str) -> tuple[str, str, str]:
@@ -358,7 +379,7 @@ def _collect_html_records(content) -> list[_Record]:
             continue
         elif node is not content and _is_section(node):
             current.end_block()
-            record = _Record(node.get("id") or "")
+            record = _Record(node.get("id") or "", parent=scopes[-1][0])
             records.append(record)
             scopes.append([record, record])
             pending.append(_END_SECTION)
@@ -372,7 +393,7 @@ def _collect_html_records(content) -> list[_Record]:
                 current.title = title
                 current.anchor = current.anchor or anchor
             elif anchor:
-                current = _Record(anchor, title)
+                current = _Record(anchor, title, parent=scopes[-1][0])
                 records.append(current)
                 scopes[-1][1] = current
             elif not current.title and not current.blocks:
@@ -391,6 +412,8 @@ def _collect_html_records(content) -> list[_Record]:
             if code.strip():
                 current.blocks.append(code)
         else:
+            if node.get("id") and node is not content:
+                current.ids.append(node["id"])
             if node.name in _BLOCK_TAGS:
                 current.end_block()
                 pending.append(_END_BLOCK)
@@ -406,7 +429,7 @@ _END_SECTION = object()
 # --- Markdown
 
 
-def _markdown_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
+def _markdown_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list[str]]], str]:
     """Split at headings (found by markdown-it, so a `# comment` in a code fence is not one).
 
     Each section keeps its Markdown source; its text starts with the heading's plain text.
@@ -415,26 +438,30 @@ def _markdown_sections(text: str, shown: str) -> list[tuple[str, str, str]]:
 
     lines = _without_front_matter(text).split("\n")
     tokens = MarkdownIt("commonmark").parse("\n".join(lines))
-    headings = []  # (first line, line after the heading, plain text)
+    headings = []  # (first line, line after the heading, plain text, heading path)
+    open_levels: list[tuple[int, str]] = []  # (level, title) of the headings enclosing this one
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map:
-            headings.append((token.map[0], token.map[1], _inline_plain_text(tokens[index + 1])))
+            level, title = int(token.tag[1:]), _inline_plain_text(tokens[index + 1])
+            open_levels = [(lv, t) for lv, t in open_levels if lv < level] + [(level, title)]
+            headings.append((token.map[0], token.map[1], title, [t for _, t in open_levels if t]))
 
     slugs = _GitHubSlugs()
     sections = []
     preamble = _tidy_markdown("\n".join(lines[: headings[0][0] if headings else len(lines)]))
     if preamble:
-        sections.append(("", _short_title(preamble.split("\n", 1)[0]), preamble))
-    for number, (_, end, title) in enumerate(headings):
+        sections.append(("", _short_title(preamble.split("\n", 1)[0]), preamble, []))
+    for number, (_, end, title, path) in enumerate(headings):
         anchor = slugs.slug(title)
         stop = headings[number + 1][0] if number + 1 < len(headings) else len(lines)
         body = _tidy_markdown("\n".join(lines[end:stop]))
         if body:  # a heading directly followed by a sub-heading gives no record of its own
             sections.append((anchor, _short_title(title) or anchor,
-                             f"{title}\n\n{body}" if title else body))
+                             f"{title}\n\n{body}" if title else body, path))
     if not sections:
         raise InputFileError(shown, "no text found (only headings or markup)")
-    return sections
+    page_title = next((title for _, _, title, path in headings if len(path) == 1 and title), "")
+    return sections, page_title
 
 
 def _without_front_matter(text: str) -> str:

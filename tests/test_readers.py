@@ -39,6 +39,9 @@ def test_txt_with_bom_crlf_and_one_paragraph_per_line(tmp_path):
         "title": "Around the World",
         "section": 0,
         "text": "Around the World\n\nby Jules Verne\n\nChapter I",
+        "page_title": "",
+        "headings": [],
+        "anchors": [],
     }
 
 
@@ -135,6 +138,13 @@ def test_sphinx_html_nested_sections(tmp_path):
         "Sidebar content."
     )
     assert deep["text"] == "Deep\n\nDeep text."
+    # Page title and heading path, for the context line embedded with each chunk.
+    assert {r["page_title"] for r in records} == {"Batch format — Ray"}
+    assert [r["headings"] for r in records] == [
+        ["Transforming data"],
+        ["Transforming data", "Configuring batch format"],
+        ["Transforming data", "Only subsections", "Deep"],
+    ]
     everything = "\n".join(r["text"] + r["title"] for r in records)
     for chrome in ("#", "¶", "[source]", "Navigation", "tracking", "color", "Site header", "Copyright",
                    "more()", "Advertisement", "comment"):
@@ -164,6 +174,25 @@ def test_html_without_sections_splits_at_headings_with_ids(tmp_path):
     assert records[0]["text"] == "Before any heading.\n\nGuide\n\nGuide text."
     assert records[1]["text"] == "Install\n\npip install it\n\nNo id here\n\nStill install."
     assert records[3]["text"] == "FAQ\n\nQuestions."
+    assert [r["headings"] for r in records] == [[], ["Install"], ["Usage"], ["FAQ"]]
+    assert {r["page_title"] for r in records} == {"Plain page"}
+
+
+def test_link_targets_inside_a_section_are_its_anchors(tmp_path):
+    path = tmp_path / "glossary.html"
+    path.write_text("""<html><body><main>
+<section id="getting-started"><span id="kuberay-quickstart"></span><h1>Getting Started</h1><p>Intro.</p>
+<dl class="glossary"><dt id="term-Task">Task</dt><dd>A remote function call.</dd>
+<dt class="sig sig-object py" id="ray.remote">ray.remote</dt><dd>Decorator.</dd></dl>
+<div id="faq"><h2>FAQ</h2><p>Questions.</p></div></section>
+</main></body></html>""")
+
+    records = read(path)
+
+    assert [(r["source"], r["anchors"]) for r in records] == [
+        ("glossary.html#getting-started", ["kuberay-quickstart", "term-Task", "ray.remote"]),
+        ("glossary.html#faq", []),  # a record's own anchor is not an alias of the one before it
+    ]
 
 
 def test_xhtml_with_old_docutils_sections(tmp_path):
@@ -238,13 +267,18 @@ Under a setext heading.
     )
     assert records[5]["text"] == "Setext heading\n\nUnder a setext heading."
     assert [r["section"] for r in records] == list(range(6))
+    assert {r["page_title"] for r in records} == {"Getting Started!"}  # the first heading
+    assert [r["headings"] for r in records] == [
+        [], ["Getting Started!"], ["Getting Started!", "API: read_file()"], ["Getting Started!", "Getting started"],
+        ["Getting Started!"], ["Getting Started!", "Setext heading"],
+    ]
 
 
 def test_markdown_heading_without_text_gives_no_record(tmp_path):
     path = tmp_path / "nested.md"
     path.write_text("# Title\n\n## Part\nBody.\n")
 
-    assert [(r["source"], r["text"]) for r in read(path)] == [("nested.md#part", "Part\n\nBody.")]
+    assert [(r["source"], r["text"], r["headings"]) for r in read(path)] == [("nested.md#part", "Part\n\nBody.", ["Title", "Part"])]
 
 
 # --- discovery
