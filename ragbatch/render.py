@@ -104,17 +104,20 @@ def eval_modes_summary(summary: dict, ks: list[int]) -> None:
     modes = summary["modes"]
     groups = [("page", "hit_at")]
     groups += [(name, key) for name, key in (("section", "section_hit_at"), ("answer", "answer_hit_at")) if any(m.get(key) for m in modes.values())]
-    table = Table(title="ragbatch eval", title_justify="left")
-    table.add_column("retrieval", style="bold")
+    from rich import box
+
+    table = Table(title="ragbatch eval", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("mode", style="bold", no_wrap=True)
     for name, _ in groups:
         for k in ks:
-            table.add_column(f"{name} @{k}", justify="right")
-    table.add_column("MRR", justify="right")
+            table.add_column(f"{name[0]}@{k}", justify="right", no_wrap=True)
+    table.add_column("MRR", justify="right", no_wrap=True)
     for mode, s in modes.items():
         table.add_row(mode, *[rate((s.get(key) or {}).get(k)) for _, key in groups for k in ks], rate(s["mrr"]))
     console = Console()
     console.print(table)
-    lines = [f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}"]
+    lines = ["p@k: page hit, " + ("s@k: section hit, " if len(groups) > 1 and groups[1][0] == "section" else "") + ("a@k: answer hit, " if groups[-1][0] == "answer" else "") + "MRR: page level",
+             f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}"]
     if summary.get("filter"):
         lines.append(f"filter: {summary['filter']}")
     if summary.get("report"):

@@ -81,6 +81,8 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for c in curves.values() if c for v in c]
     low = max(0.0, min(0.9, (min(values) // 0.1) * 0.1)) if values else 0.0
+    if 1 - low > 0.6:
+        low = max(0.0, 1 - 0.2 * -(-(1 - low) // 0.2))  # a whole number of 0.2 steps
 
     def x(k: int) -> float:
         return left + (k - 1) / max(1, depth - 1) * plot_w
@@ -91,9 +93,9 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_e(label)}" font-size="11" font-family="system-ui, sans-serif">',
            f'<title>{_e(label)}: {_e(meaning)} among the top k</title>',
            f'<text x="{left}" y="16" font-size="13" font-weight="600">{_e(label)}</text>']
-    steps = 5
-    for i in range(steps + 1):
-        v = low + (1 - low) * i / steps
+    step = 0.1 if 1 - low <= 0.6 else 0.2
+    ticks = [round(1 - step * i, 2) for i in range(int(round((1 - low) / step)) + 1)]
+    for v in ticks:
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e5e5"/>')
         out.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#555">{v:.2f}</text>')
     for k in sorted({1, *range(5, depth + 1, 5), depth}):
@@ -101,7 +103,7 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
         out.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 14}" text-anchor="middle" fill="#555">{k}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#333">k (chunks retrieved)</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>')
-    legend_y = top + plot_h - 8 - 14 * (len(curves) - 1)
+    legend_y = top + 12  # top left: curves rise from there, so it is the emptiest corner
     for n, (mode, curve) in enumerate(curves.items()):
         if not curve:
             continue
@@ -112,8 +114,8 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
             if k <= len(curve):
                 out.append(f'<circle cx="{x(k):.1f}" cy="{y(curve[k - 1]):.1f}" r="2.5" fill="{colour}"><title>{mode} @{k}: {curve[k - 1]:.3f}</title></circle>')
         ly = legend_y + 14 * n
-        out.append(f'<line x1="{width - right - 120}" x2="{width - right - 102}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<text x="{width - right - 98}" y="{ly + 4}">{_e(mode)} @5 {curve[min(5, len(curve)) - 1]:.3f}</text>')
+        out.append(f'<line x1="{left + 8}" x2="{left + 26}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{left + 30}" y="{ly + 4}">{_e(mode)} @5 {curve[min(5, len(curve)) - 1]:.3f}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
