@@ -77,7 +77,7 @@ def _curve(rows: list[dict], key: str, depth: int) -> list[float] | None:
 
 
 def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
-    width, height, left, right, top, bottom = 350, 260, 44, 12, 28, 40
+    width, height, left, right, top, bottom = 390, 276, 44, 12, 28, 56
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for c in curves.values() if c for v in c]
     low = max(0.0, min(0.9, (min(values) // 0.1) * 0.1)) if values else 0.0
@@ -101,9 +101,9 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
     for k in sorted({1, *range(5, depth + 1, 5), depth}):
         out.append(f'<line x1="{x(k):.1f}" x2="{x(k):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
         out.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 14}" text-anchor="middle" fill="#555">{k}</text>')
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#333">k (chunks retrieved)</text>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle" fill="#333">k (chunks retrieved)</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>')
-    legend_y = top + 12  # top left: curves rise from there, so it is the emptiest corner
+    legend_y = height - 8  # one row under the axis, clear of the curves
     for n, (mode, curve) in enumerate(curves.items()):
         if not curve:
             continue
@@ -113,9 +113,9 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
         for k in (1, 5, 10, depth):
             if k <= len(curve):
                 out.append(f'<circle cx="{x(k):.1f}" cy="{y(curve[k - 1]):.1f}" r="2.5" fill="{colour}"><title>{mode} @{k}: {curve[k - 1]:.3f}</title></circle>')
-        ly = legend_y + 14 * n
-        out.append(f'<line x1="{left + 8}" x2="{left + 26}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<text x="{left + 30}" y="{ly + 4}">{_e(mode)} @5 {curve[min(5, len(curve)) - 1]:.3f}</text>')
+        lx = 4 + n * (width - 8) / len(curves)
+        out.append(f'<line x1="{lx:.0f}" x2="{lx + 16:.0f}" y1="{legend_y - 4}" y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{lx + 20:.0f}" y="{legend_y}">{_e(mode)} @5 {curve[min(5, len(curve)) - 1]:.3f}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -150,12 +150,14 @@ def _get(rates, k):
 def _misses(rows_by_mode: dict, modes: list[str], depth: int) -> str:
     lead = modes[0]
     rows = [r for r in rows_by_mode[lead] if not r["missing_source"]]
-    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i]["rank"] or depth + 1), i))
-    worst = [i for i in worst if (rows[i]["rank"] or depth + 1) > 1][:WORST]
+    # With gold answers, a miss is a question whose answer was not retrieved; else its page.
+    key = "answer_rank" if any(r.get("answers") for r in rows) else "rank"
+    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][key] or depth + 1), -(rows[i]["rank"] or depth + 1), i))
+    worst = [i for i in worst if (rows[i][key] or depth + 1) > 1][:WORST]
     others = {m: {r["id"]: r for r in rows_by_mode[m]} for m in modes[1:]}
     out = [f"<h2>The {len(worst)} worst misses ({_e(lead)})</h2>",
            f"<p class=\"meta\">Questions whose page ranked lowest (or not within the top {depth}); the sources retrieved instead, best first. "
-           "Green: the right page; bold: the right section.</p>"]
+           "Green: the right page; bold: the right section." + (" Ordered by the rank of the first chunk holding a gold answer." if key == "answer_rank" else "") + "</p>"]
     for i in worst:
         r = rows[i]
         ranks = [f"{_e(lead)}: {_rank_text(r['rank'], depth)}"]

@@ -20,6 +20,12 @@ CHROMA_DIR = "chroma"
 # BM25-indexed with the text, which is what is stored and shown; `anchors` (space-separated)
 # are the other link targets inside the chunk's section.
 METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start", "context", "anchors")
+# HNSW search breadth (Chroma's default is 100). Hybrid retrieval asks for the top 50 of
+# each list; at ef 100 the approximate top 50 missed 2.2 % of the exact one on raydocs-dev
+# (one to three questions of its hit@5), at 200 0.5 %, at 400 0.1 % (every figure then equal to
+# exact search; 3 ms a query on 2,000 vectors). Set when a collection
+# is created; stores made earlier keep theirs.
+HNSW_EF_SEARCH = 400
 # Chroma reads all results of one query call with one SQL statement, and SQLite allows
 # 32,766 variables in one: 5,000 questions at k=10 in one call fail. Stay well below.
 MAX_RESULTS_PER_QUERY = 16_000
@@ -53,7 +59,7 @@ class ChromaStore:
         self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
         if create:
             self.collection = self.client.get_or_create_collection(
-                collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+                collection, configuration={"hnsw": {"space": "cosine", "ef_search": HNSW_EF_SEARCH}}, embedding_function=None
             )
         else:
             try:

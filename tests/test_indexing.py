@@ -148,6 +148,11 @@ def test_chunks_are_embedded_with_their_context_and_stored_without_it(corpus, tm
     expected = Embedder(resolve_embedder(None), device="cpu").embed_documents([indexed_text({"text": text, "context": meta["context"]})])[0]
     np.testing.assert_allclose(vector, expected, atol=1e-5)
     assert chunks["journal.txt"][0]["context"] == "journal"
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(store / "chroma"))
+    assert client.get_collection("chunks").configuration["hnsw"]["ef_search"] == 400  # see store.HNSW_EF_SEARCH
+    client.close()
 
 
 def test_a_store_made_before_contexts_is_refused_not_mixed(corpus, tmp_path):
