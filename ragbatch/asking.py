@@ -47,6 +47,8 @@ class AskOptions:
     max_model_len: int | None = None
     retrieval: str = "hybrid"
     part_rows: int = PART_ROWS
+    chunk_filter: object = None  # filters.ChunkFilter: --where / --source-prefix
+    diversity: tuple[int, int] = (1, 0)  # --max-per-section, --max-per-page (see retrieval.py)
 
 
 @dataclass
@@ -167,7 +169,8 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
-        retriever = Retriever(options.store, device=device, mode=options.retrieval)
+        retriever = Retriever(options.store, device=device, mode=options.retrieval, chunk_filter=options.chunk_filter,
+                              max_per_section=options.diversity[0], max_per_page=options.diversity[1])
         report.embedder = retriever.spec.name
         task = progress.add_task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)

@@ -25,6 +25,14 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+# Contextual chunk text: what is embedded and BM25-indexed is the chunk's context line
+# (page title and section path) above its text; what is stored, shown and cited is the
+# text alone. The version is recorded with the chunking parameters (and so in every
+# chunk id): a store whose vectors were made another way is refused, never mixed.
+CONTEXT_VERSION = 1
+CONTEXT_SEPARATOR = " › "
 
 # One line in CUT_EVERY ends a block (once the block is a chunk long); a block never
 # grows past MAX_BLOCK chunk capacities.
@@ -36,13 +44,21 @@ MAX_BLOCK = 16
 class ChunkingParams:
     chunk_size: int  # tokens of the embedder's tokenizer, special tokens excluded
     chunk_overlap: int
+    context: int = CONTEXT_VERSION  # 0: the text alone is embedded (stores made before contexts)
 
     def as_dict(self) -> dict:
-        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+        params = {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+        if self.context:
+            params["context"] = self.context
+        return params
 
 
-def chunk_id(source: str, text: str, params: ChunkingParams, occurrence: int) -> str:
-    key = json.dumps([source, text, params.chunk_size, params.chunk_overlap, occurrence])
+def chunk_id(source: str, text: str, params: ChunkingParams, occurrence: int, context: str = "") -> str:
+    """A content hash of everything that decides the stored text and the embedded one."""
+    fields = [source, text, params.chunk_size, params.chunk_overlap, occurrence]
+    if params.context:
+        fields += [params.context, context]
+    key = json.dumps(fields)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -101,6 +117,7 @@ class Chunker:
         chunks = []
         seen: dict[tuple[str, str], int] = {}
         for section in sections:
+            context = chunk_context(section) if self.params.context else ""
             pieces = [(offset + start, text) for offset, block in self._blocks(section["text"]) for start, text in self._split(block)]
             for start, text in pieces:
                 key = (section["source"], text)
@@ -108,7 +125,7 @@ class Chunker:
                 seen[key] = occurrence + 1
                 chunks.append(
                     {
-                        "id": chunk_id(section["source"], text, self.params, occurrence),
+                        "id": chunk_id(section["source"], text, self.params, occurrence, context),
                         "source": section["source"],
                         "path": section["path"],
                         "root": section["root"],
@@ -117,6 +134,35 @@ class Chunker:
                         "position": len(chunks),
                         "start": start,
                         "text": text,
+                        "context": context,
+                        "anchors": " ".join(section.get("anchors") or []),
                     }
                 )
         return chunks
+
+
+def chunk_context(section: dict) -> str:
+    """The context line of a section's chunks: the page's title, then the section path.
+
+    "Transforming Data › Transforming batches › Configuring batch format". A page whose
+    first heading begins its <title> is named by that heading (the <title> usually adds
+    the site's name: "Transforming Data — Ray 3.0.0"); a page with neither (a text
+    file) by its file name, "Super_Bowl_50.txt" as "Super Bowl 50".
+    """
+    headings = [h for h in section.get("headings") or [] if h]
+    page = section.get("page_title") or ""
+    if headings and page.casefold().startswith(headings[0].casefold()):
+        page = ""
+    elif not page and not headings:
+        page = re.sub(r"[_\s]+", " ", PurePosixPath(section["source"].split("#", 1)[0]).stem).strip()
+    parts: list[str] = []
+    for part in (page, *headings):
+        if part and (not parts or parts[-1] != part):
+            parts.append(part)
+    return CONTEXT_SEPARATOR.join(parts)
+
+
+def indexed_text(chunk: dict) -> str:
+    """What the embedder and BM25 read for a chunk: its context line, a blank line, its text."""
+    context = chunk.get("context") or ""
+    return f"{context}\n\n{chunk['text']}" if context else chunk["text"]

@@ -157,6 +157,16 @@ def publish(store, root, keep, as_json):
 RETRIEVAL_OPTION = click.option(
     "--retrieval", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True, help="Vectors, BM25 keywords, or both fused by rank."
 )
+WHERE_OPTION = click.option("--where", multiple=True, metavar="KEY=VALUE", help="Only chunks whose stored field KEY equals VALUE (repeatable; all must match).")
+SOURCE_PREFIX_OPTION = click.option("--source-prefix", metavar="PATH", help="Only chunks whose source starts with PATH, e.g. data/.")
+MAX_PER_SECTION_OPTION = click.option("--max-per-section", default=1, show_default=True, type=click.IntRange(0), help="At most N chunks of one #section among the k (0: no limit).")
+MAX_PER_PAGE_OPTION = click.option("--max-per-page", default=0, show_default=True, type=click.IntRange(0), help="At most N chunks of one page or file among the k (0: no limit).")
+
+
+def chunk_filter(where, source_prefix):
+    from ragbatch.filters import ChunkFilter
+
+    return ChunkFilter.parse(where, source_prefix)
 
 
 READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
@@ -213,10 +223,14 @@ def check(store, as_json):
 @click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable: quantization=fp8, enable_prefix_caching=true, max_num_seqs=64.")
 @click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
 @RETRIEVAL_OPTION
+@WHERE_OPTION
+@SOURCE_PREFIX_OPTION
+@MAX_PER_SECTION_OPTION
+@MAX_PER_PAGE_OPTION
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, gpu_memory_utilization, tensor_parallel_size, vllm_args, part_rows, retrieval, device, as_json):
+def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, gpu_memory_utilization, tensor_parallel_size, vllm_args, part_rows, retrieval, where, source_prefix, max_per_section, max_per_page, device, as_json):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
@@ -251,6 +265,8 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
         vllm_args=parse_vllm_args(vllm_args),
         retrieval=retrieval,
         part_rows=part_rows,
+        chunk_filter=chunk_filter(where, source_prefix),
+        diversity=(max_per_section, max_per_page),
     )
     with make_progress(not as_json) as progress:
         report = run_ask(options, progress, notify=lambda line: click.echo(line, err=True))
@@ -271,14 +287,18 @@ def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_pro
 @store_option(READ_STORE_HELP)
 @K_OPTION
 @RETRIEVAL_OPTION
+@WHERE_OPTION
+@SOURCE_PREFIX_OPTION
+@MAX_PER_SECTION_OPTION
+@MAX_PER_PAGE_OPTION
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
-def search(question, store, k, retrieval, device, as_json):
+def search(question, store, k, retrieval, where, source_prefix, max_per_section, max_per_page, device, as_json):
     """Show the passages ranked for one QUESTION."""
     from ragbatch.retrieval import Retriever
 
-    retriever = Retriever(store, device=device, mode=retrieval)
+    retriever = Retriever(store, device=device, mode=retrieval, chunk_filter=chunk_filter(where, source_prefix), max_per_section=max_per_section, max_per_page=max_per_page)
     try:
         hits = retriever.search([question], k)[0]
     finally:
@@ -308,17 +328,33 @@ def parse_ks(ctx, param, value: str) -> list[int]:
 @click.option("--k", "ks", default="1,3,5,10", show_default=True, callback=parse_ks, help="Cut-offs for hit@k, comma-separated.")
 @click.option("--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write per-question rows (Parquet) for inspecting failures.")
-@RETRIEVAL_OPTION
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page: hit@k curves per mode, the summary, the worst misses.")
+@click.option("--retrieval", default="hybrid", show_default=True, help="dense, bm25, hybrid, or several separated by commas (one row each, one embedding pass).")
+@WHERE_OPTION
+@SOURCE_PREFIX_OPTION
+@MAX_PER_SECTION_OPTION
+@MAX_PER_PAGE_OPTION
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
-def eval_command(references, store, ks, answers, out, retrieval, device, as_json):
+def eval_command(references, store, ks, answers, out, report, retrieval, where, source_prefix, max_per_section, max_per_page, device, as_json):
     """Measure retrieval (and answer) quality against REFERENCES (JSONL with question and source)."""
     from ragbatch.evaluating import EvalOptions, evaluate
     from ragbatch.progress import make_progress
 
     with make_progress(not as_json) as progress:
-        options = EvalOptions(references=references, store=store, ks=ks, answers=answers, out=out, retrieval=retrieval, device=device)
+        options = EvalOptions(
+            references=references,
+            store=store,
+            ks=ks,
+            answers=answers,
+            out=out,
+            retrieval=retrieval,
+            device=device,
+            report=report,
+            chunk_filter=chunk_filter(where, source_prefix),
+            diversity=(max_per_section, max_per_page),
+        )
         summary, _ = evaluate(options, progress)
     if as_json:
         click.echo(json.dumps(summary))

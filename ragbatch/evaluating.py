@@ -24,8 +24,14 @@ class EvalOptions:
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     answers: Path | None = None
     out: Path | None = None
-    retrieval: str = "hybrid"
+    retrieval: str = "hybrid"  # one mode, or several separated by commas: dense,bm25,hybrid
     device: str = "auto"
+    report: Path | None = None  # a self-contained HTML page (see report.py)
+    chunk_filter: object = None  # filters.ChunkFilter
+    diversity: tuple[int, int] = (1, 0)  # --max-per-section, --max-per-page (see retrieval.py)
+
+# The HTML report's hit@k curves run to at least this k.
+REPORT_DEPTH = 20
 
 
 def read_references(path: str) -> list[dict]:
@@ -47,35 +53,59 @@ def read_answers(path: Path) -> dict[str, str | None]:
 
 
 def evaluate(options: EvalOptions, progress) -> tuple[dict, list[dict]]:
+    """Summary and per-question rows. With several modes (`retrieval="dense,bm25,hybrid"`),
+    every mode is scored from one retrieval pass (questions embedded once): the summary is
+    the first mode's, with `modes` holding each mode's summary, and rows carry `retrieval`."""
     from ragbatch.evaluation import page_of, question_row, summarize
-    from ragbatch.retrieval import Retriever
+    from ragbatch.retrieval import Retriever, parse_modes
 
     started = time.perf_counter()
     require_store_path(options.store)
+    modes = parse_modes(options.retrieval)
     references = read_references(options.references)
     answers = read_answers(options.answers) if options.answers else {}
-    if options.out and not Path(options.out).parent.is_dir():
-        raise RagbatchError(f"--out {options.out}: the folder {Path(options.out).parent} does not exist")
+    for flag, path in (("--out", options.out), ("--report", options.report)):
+        if path and not Path(path).parent.is_dir():
+            raise RagbatchError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
 
-    retriever = Retriever(options.store, device=options.device, mode=options.retrieval)
+    depth = max(max(options.ks), REPORT_DEPTH if options.report else 0)
+    retriever = Retriever(options.store, device=options.device, modes=modes, chunk_filter=options.chunk_filter,
+                          max_per_section=options.diversity[0], max_per_page=options.diversity[1])
     try:
         store_pages = {page_of(meta.get("source", "")) for _, meta in retriever.chroma.metadatas()}
         task = progress.add_task("Retrieving", total=len(references))
-        ranked = retriever.search([r["question"] for r in references], max(options.ks))
+        ranked = retriever.search_modes([r["question"] for r in references], depth)
         progress.advance(task, len(references))
     finally:
         retriever.close()
 
-    rows = [
-        question_row(ref, [(h.source, h.text) for h in hits], options.ks, store_pages, answers.get(ref["id"]) if answers else None)
-        for ref, hits in zip(references, ranked)
-    ]
-    summary = summarize(rows, options.ks)
-    summary.update(retrieval=options.retrieval, store=str(options.store), seconds=round(time.perf_counter() - started, 3))
+    rows, summaries, deep = [], {}, {}
+    cut = max(options.ks)  # scores use the top max(ks) only, with or without --report
+    for mode in modes:
+        mode_rows = [
+            {**question_row(ref, [(h.source, h.text) for h in hits[:cut]], options.ks, store_pages, answers.get(ref["id"]) if answers else None, [h.anchors for h in hits[:cut]]), "retrieval": mode}
+            for ref, hits in zip(references, ranked[mode])
+        ]
+        summaries[mode] = summarize(mode_rows, options.ks)
+        summaries[mode]["retrieval"] = mode
+        rows += mode_rows
+        if options.report:  # the same questions scored to the report's depth, for its curves
+            deep[mode] = [question_row(ref, [(h.source, h.text) for h in hits], [], store_pages, None, [h.anchors for h in hits]) for ref, hits in zip(references, ranked[mode])]
+    seconds = round(time.perf_counter() - started, 3)
+    summary = {**summaries[modes[0]], "retrieval": ",".join(modes), "store": str(options.store), "seconds": seconds}
+    if len(modes) > 1:
+        summary["modes"] = summaries
+    if options.chunk_filter:
+        summary["filter"] = options.chunk_filter.describe()
     if answers:
         summary["answers_matched"] = sum(1 for ref in references if ref["id"] in answers)
     if options.out:
         write_rows(rows, Path(options.out))
+    if options.report:
+        from ragbatch.report import write_report
+
+        write_report(Path(options.report), summaries, deep, options.ks, depth, title=f"{Path(options.references).name} on {options.store}")
+        summary["report"] = str(options.report)
     return summary, rows
 
 

@@ -61,10 +61,18 @@ def _same_source(candidate: str, gold: str, level: str) -> bool:
     raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
 
 
-def first_hit_rank(ranked_sources: list[str], gold: str, level: str = "page") -> int | None:
-    """1-based rank of the first source matching `gold` at `level`, or None."""
+def first_hit_rank(ranked_sources: list[str], gold: str, level: str = "page", anchors: list | None = None) -> int | None:
+    """1-based rank of the first source matching `gold` at `level`, or None.
+
+    `anchors`, parallel to `ranked_sources`, are the other link targets inside each chunk's
+    section (readers.py): at section level a gold `page#term-Task` also matches a chunk of
+    the section on that page that holds the anchor `term-Task`.
+    """
+    gold_anchor = gold.split("#", 1)[1] if level == "section" and "#" in gold else None
     for rank, source in enumerate(ranked_sources, start=1):
         if _same_source(source, gold, level):
+            return rank
+        if gold_anchor and anchors and gold_anchor in anchors[rank - 1] and page_of(source) == page_of(gold):
             return rank
     return None
 
@@ -155,17 +163,19 @@ def question_row(
     ks: Iterable[int],
     store_pages: set[str] | None = None,
     answer: str | None = None,
+    anchors: list | None = None,
 ) -> dict:
     """Score one question: `ranked` is the retrieved (source, text) chunks, best first.
 
     `store_pages` is the set of pages in the store (see `page_of`); when given, a gold page
     outside it marks the row `missing_source`. `answer` is the generated answer, if any.
+    `anchors` are each chunk's section's other link targets (see `first_hit_rank`).
     """
     gold = reference["source"]
     answers = list(reference.get("answers") or [])
     ranked_sources = [source for source, _ in ranked]
     rank = first_hit_rank(ranked_sources, gold, "page")
-    section_rank = first_hit_rank(ranked_sources, gold, "section") if has_anchor(gold) else None
+    section_rank = first_hit_rank(ranked_sources, gold, "section", anchors) if has_anchor(gold) else None
     answer_rank = first_answer_rank(ranked, gold, answers) if answers else None
 
     row = {

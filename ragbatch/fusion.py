@@ -32,3 +32,24 @@ def reciprocal_rank_fusion(
 
     ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     return ordered[: max(k, 0)]
+
+
+def diversify(ranked: list, key, max_per_key: int, k: int) -> list:
+    """The top `k` of `ranked` with at most `max_per_key` items per `key(item)` (None: no
+    limit for that item); the items held back follow, in rank order, only if fewer than
+    `k` others remain. `max_per_key` 0 keeps the ranking as it is."""
+    if max_per_key <= 0:
+        return ranked[:k]
+    counts: dict = {}
+    first, held = [], []
+    for item in ranked:
+        group = key(item)
+        if group is None or counts.get(group, 0) < max_per_key:
+            first.append(item)
+            if group is not None:
+                counts[group] = counts.get(group, 0) + 1
+        else:
+            held.append(item)
+        if len(first) == k:
+            break
+    return (first + held)[:k]

@@ -88,7 +88,7 @@ def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
     return [{**chunk, "error": ""} for chunk in chunks]
 
 
-_EMPTY_CHUNK = {"id": "", "source": "", "path": "", "root": "", "title": "", "section": 0, "position": 0, "start": 0, "text": ""}
+_EMPTY_CHUNK = {"id": "", "source": "", "path": "", "root": "", "title": "", "section": 0, "position": 0, "start": 0, "text": "", "context": "", "anchors": ""}
 
 
 def choose_executor(name: str, files: list[dict]) -> str:
@@ -193,13 +193,14 @@ def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: 
     It is written after Chroma, so after a crash it can only lag behind; a lagging
     (or missing: a store made before it existed) index is backfilled from Chroma.
     """
+    from ragbatch.chunking import indexed_text
     from ragbatch.lexical import LexicalIndex
 
     lexical = LexicalIndex.open(store)
-    upserts = [(c["id"], c["text"]) for c in new]
+    upserts = [(c["id"], indexed_text(c)) for c in new]
     if len(lexical) != len(existing):
         doomed = set(stale)
-        upserts += chroma.texts([cid for cid in existing if cid not in doomed])
+        upserts += chroma.indexed_texts([cid for cid in existing if cid not in doomed])
     if upserts or stale:
         lexical.update(upserts, stale)
         lexical.save()

@@ -35,6 +35,15 @@ STOPWORDS_NAME = "bm25s-en-plus"
 # Letters and digits: "Ray.Data" -> ray, data; "num_gpus" -> num, gpus, so code identifiers
 # also match the same words written as prose.
 _WORD = re.compile(r"[^\W_]+")
+# An identifier: words joined by "." or "_" (ray.data.read_text, map_batches, 2.7.0).
+_IDENTIFIER = re.compile(r"[^\W_]+(?:[._][^\W_]+)*")
+# camelCase humps: ScalingConfig -> Scaling|Config, XGBoostTrainer -> XG|Boost|Trainer.
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_LOWER_UPPER = re.compile(r"[a-z0-9][A-Z]")
+# Whether new indexes split and keep identifiers (see `tokenize`); an index records what it
+# used. Off: on the three evaluation sets it moved no figure beyond a question or two
+# either way (benchmarks/RESULTS.md, 2026-11-21), while stemming did.
+IDENTIFIERS = False
 
 
 def _bm25s():
@@ -97,12 +106,38 @@ def _stem_words(stemmer: str | None):
     return Stemmer.Stemmer("english").stemWords
 
 
-def tokenize(text: str, stemmer: str | None = None) -> list[str]:
-    """Lower-case words of letters and digits, English stopwords removed, optionally stemmed."""
+def tokenize(text: str, stemmer: str | None = None, identifiers: bool = False) -> list[str]:
+    """Lower-case words of letters and digits, English stopwords removed, optionally stemmed.
+
+    With `identifiers`, camelCase humps are words too (ScalingConfig: scaling, config), and
+    an identifier made of several words is also kept whole, unstemmed (scalingconfig,
+    map_batches, ray.data.read_text, and read_text inside it): a question naming the exact
+    API matches it more strongly than one that only shares its words.
+    """
     stopwords = _stopwords()
-    words = [w for w in _WORD.findall(text.lower()) if w not in stopwords]
+    if identifiers:
+        words, wholes = _identifier_words(text)
+    else:
+        words, wholes = _WORD.findall(text.lower()), []
+    words = [w for w in words if w not in stopwords]
     stem = _stem_words(stemmer)
-    return stem(words) if stem else words
+    return (stem(words) if stem else words) + wholes
+
+
+def _identifier_words(text: str) -> tuple[list[str], list[str]]:
+    words, wholes = [], []
+    for identifier in _IDENTIFIER.findall(text):
+        parts = re.split(r"[._]", identifier)
+        for part in parts:
+            humps = _HUMP.split(part) if _LOWER_UPPER.search(part) else [part]
+            words.extend(h.lower() for h in humps)
+            if len(humps) > 1:
+                wholes.append(part.lower())
+        if len(parts) > 1:
+            wholes.append(identifier.lower())
+            if "." in identifier and "_" in identifier:
+                wholes.extend(p.lower() for p in identifier.split(".") if "_" in p)
+    return words, wholes
 
 
 # -- the index ----------------------------------------------------------------------------
@@ -111,9 +146,10 @@ def tokenize(text: str, stemmer: str | None = None) -> list[str]:
 class LexicalIndex:
     """BM25 over the live chunks of one store. One writer at a time, like the store itself."""
 
-    def __init__(self, path: Path, stemmer: str | None):
+    def __init__(self, path: Path, stemmer: str | None, identifiers: bool = IDENTIFIERS):
         self.path = path  # STORE/bm25
         self.stemmer = stemmer
+        self.identifiers = identifiers  # see `tokenize`; an index made before it existed has False
         self._ids: list[str] = []
         self._tokens = None  # pyarrow list<large_string> aligned with _ids; read when needed
         self._read_from: Path | None = None  # folder holding the tokens not yet read
@@ -131,10 +167,10 @@ class LexicalIndex:
         else:
             path_to_read = path
         if not path_to_read.exists():
-            return cls(path, available_stemmer())
+            return cls(path, available_stemmer(), IDENTIFIERS)
 
         meta = _read_meta(path_to_read)
-        index = cls(path, meta["tokenizer"]["stemmer"])
+        index = cls(path, meta["tokenizer"]["stemmer"], meta["tokenizer"].get("identifiers", False))
         _stem_words(index.stemmer)  # fail now, not at the first query, if it cannot stem
         index._read_from = path_to_read
         index._ids = _read_ids(path_to_read / "corpus.parquet")
@@ -173,7 +209,7 @@ class LexicalIndex:
             if chunk_id not in present:
                 present.add(chunk_id)
                 self._ids.append(chunk_id)
-                new_tokens.append(tokenize(text, self.stemmer))
+                new_tokens.append(tokenize(text, self.stemmer, self.identifiers))
         if new_tokens:
             tokens = pa.concat_arrays([tokens, pa.array(new_tokens, _tokens_type())])
         self._tokens = tokens
@@ -195,7 +231,7 @@ class LexicalIndex:
             retriever.save(str(tmp / "bm25s"), show_progress=False)
         meta = {
             "format": FORMAT,
-            "tokenizer": {"words": _WORD.pattern, "stopwords": STOPWORDS_NAME, "stemmer": self.stemmer},
+            "tokenizer": {"words": _WORD.pattern, "stopwords": STOPWORDS_NAME, "stemmer": self.stemmer, "identifiers": self.identifiers},
             "count": len(self._ids),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -212,25 +248,27 @@ class LexicalIndex:
 
     # reading ----------------------------------------------------------------------------
 
-    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+    def search(self, queries: list[str], k: int, allowed: set[str] | None = None) -> list[list[tuple[str, float]]]:
         """Top `k` `(chunk id, BM25 score)` per query, best first; ties by index order.
 
         Only chunks sharing a word with the query are returned (score > 0), so a query of
         stopwords or unknown words gets an empty list, and `k` beyond the matches gets them all.
+        With `allowed`, only those chunk ids are ranked (the whole index still gives the IDF).
         """
         retriever = self._built_retriever()
         if retriever is None or k <= 0:
             return [[] for _ in queries]
         import numpy as np
 
+        mask = None if allowed is None else np.fromiter((i in allowed for i in self._ids), dtype=bool, count=len(self._ids))
         results = []
         for query in queries:
-            token_ids = retriever.get_tokens_ids(tokenize(query, self.stemmer))
+            token_ids = retriever.get_tokens_ids(tokenize(query, self.stemmer, self.identifiers))
             if not token_ids:
                 results.append([])
                 continue
             scores = retriever.get_scores_from_ids(token_ids)
-            matches = np.flatnonzero(scores > 0)
+            matches = np.flatnonzero(scores > 0 if mask is None else (scores > 0) & mask)
             if len(matches) > k:
                 # keep everything scoring at least the k-th best, so ties at the cut are kept
                 # and broken by index order below, not by argpartition's whim

@@ -33,13 +33,15 @@ class LocalExecutor:
         """
         if not items:
             return
+        from ragbatch.chunking import indexed_text
+
         embedder = make_embedder()
         task = self.progress.add_task("Embedding", total=len(items))
-        ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
+        ordered = sorted(items, key=lambda item: len(indexed_text(item)), reverse=True)
         for start in range(0, len(ordered), ENCODE_BLOCK):
             block = ordered[start : start + ENCODE_BLOCK]
             before = embedder.seconds
-            vectors = embedder.embed_documents([item["text"] for item in block])
+            vectors = embedder.embed_documents([indexed_text(item) for item in block])
             yield block, vectors, embedder.seconds - before
             self.progress.advance(task, len(block))
 

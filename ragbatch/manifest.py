@@ -72,12 +72,22 @@ def check_compatible(store: Path, manifest: dict, embedder: dict, chunking: dict
                 f"refusing to add vectors from {embedder['name']} ({embedder.get('revision')}). "
                 "Use another --store, or the store's embedder."
             )
+    if manifest["chunking"].get("context", 0) != chunking.get("context", 0):
+        raise StoreError(
+            f"{store}: its chunks were embedded {_context_words(manifest['chunking'].get('context', 0))}, "
+            f"this ragbatch embeds them {_context_words(chunking.get('context', 0))}; "
+            "index into a new --store (or delete this one) to rebuild it."
+        )
     for key, value in chunking.items():
         if manifest["chunking"].get(key) != value:
             raise StoreError(
                 f"{store}: built with {key.replace('_', '-')} {manifest['chunking'].get(key)}, not {value}; "
                 "use the store's chunking or another --store."
             )
+
+
+def _context_words(version: int) -> str:
+    return "with their page and section titles" + (f" (context version {version})" if version != 1 else "") if version else "without page and section titles"
 
 
 def new_manifest(embedder: dict, dimension: int, chunking: dict, collection: str) -> dict:

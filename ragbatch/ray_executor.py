@@ -81,7 +81,9 @@ class RayExecutor:
 
         spec = make_embedder.spec.as_dict()
         by_id = {item["id"]: item for item in items}
-        ordered = sorted(items, key=lambda item: len(item["text"]), reverse=True)
+        from ragbatch.chunking import indexed_text
+
+        ordered = sorted(items, key=lambda item: len(indexed_text(item)), reverse=True)
         # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
         # checks its own with the same rule (ragbatch.devices.pick_device).
         gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
@@ -99,7 +101,7 @@ class RayExecutor:
             pool = {"size": 1 if not os.environ.get("RAY_ADDRESS") else max(1, cpus // 4)}
             per_actor = {"num_cpus": cpus if not os.environ.get("RAY_ADDRESS") else 4}
             device = "cpu"
-        dataset = ray.data.from_items([{"id": i["id"], "text": i["text"]} for i in ordered]).map_batches(
+        dataset = ray.data.from_items([{"id": i["id"], "text": indexed_text(i)} for i in ordered]).map_batches(
             _EmbedActor,
             fn_constructor_kwargs={"spec": spec, "device": device, "batch_size": self.batch_size},
             batch_size=max(self.batch_size, 256),

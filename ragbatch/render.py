@@ -75,6 +75,8 @@ def eval_summary(summary: dict, ks: list[int]) -> None:
     def rate(value) -> str:
         return "-" if value is None else f"{value:.3f}"
 
+    if summary.get("modes"):
+        return eval_modes_summary(summary, ks)
     table = Table(title=f"ragbatch eval ({summary['retrieval']})", title_justify="left")
     table.add_column("metric", style="bold")
     for k in ks:
@@ -89,4 +91,36 @@ def eval_summary(summary: dict, ks: list[int]) -> None:
     lines = [f"store {summary['store']}", f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}", f"MRR {rate(summary['mrr'])}"]
     if "exact_match" in summary:
         lines.append(f"exact match {rate(summary['exact_match'])}, F1 {rate(summary['f1'])}, I don't know {rate(summary.get('dont_know_rate'))}")
+    console.print("\n".join(lines))
+
+
+def eval_modes_summary(summary: dict, ks: list[int]) -> None:
+    """`eval --retrieval dense,bm25,hybrid`: one row per mode."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def rate(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    modes = summary["modes"]
+    groups = [("page", "hit_at")]
+    groups += [(name, key) for name, key in (("section", "section_hit_at"), ("answer", "answer_hit_at")) if any(m.get(key) for m in modes.values())]
+    from rich import box
+
+    table = Table(title="ragbatch eval", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("mode", style="bold", no_wrap=True)
+    for name, _ in groups:
+        for k in ks:
+            table.add_column(f"{name[0]}@{k}", justify="right", no_wrap=True)
+    table.add_column("MRR", justify="right", no_wrap=True)
+    for mode, s in modes.items():
+        table.add_row(mode, *[rate((s.get(key) or {}).get(k)) for _, key in groups for k in ks], rate(s["mrr"]))
+    console = Console()
+    console.print(table)
+    lines = ["p@k: page hit, " + ("s@k: section hit, " if len(groups) > 1 and groups[1][0] == "section" else "") + ("a@k: answer hit, " if groups[-1][0] == "answer" else "") + "MRR: page level",
+             f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}"]
+    if summary.get("filter"):
+        lines.append(f"filter: {summary['filter']}")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
     console.print("\n".join(lines))

@@ -108,3 +108,44 @@ def test_chunker_survives_pickling_for_ray_workers(tokenizer_json):
 def test_overlap_must_be_smaller_than_size(tokenizer_json):
     with pytest.raises(ValueError):
         Chunker(tokenizer_json, ChunkingParams(10, 10))
+
+
+# --- contextual chunk text: page title and section path embedded with the chunk
+
+
+def test_context_line_names_the_page_and_the_section_path():
+    from ragbatch.chunking import chunk_context
+
+    sphinx = {"source": "data/transforming-data.html#configuring-batch-format", "page_title": "Transforming Data — Ray 3.0.0",
+              "headings": ["Transforming Data", "Transforming batches", "Configuring batch format"]}
+    # The page's own first heading names it; the <title>'s site name is left out.
+    assert chunk_context(sphinx) == "Transforming Data › Transforming batches › Configuring batch format"
+    other = {"source": "faq.html#install", "page_title": "Ray FAQ", "headings": ["Install"]}
+    assert chunk_context(other) == "Ray FAQ › Install"
+    # A text file is named by its file name; a page with nothing gives no line at all.
+    assert chunk_context({"source": "Super_Bowl_50.txt", "page_title": "", "headings": []}) == "Super Bowl 50"
+    assert chunk_context({"source": "x.md#a", "page_title": "Guide", "headings": ["Guide", "Guide"]}) == "Guide"
+
+
+def test_chunks_keep_their_text_and_carry_the_context_embedded_with_it(tokenizer_json):
+    from ragbatch.chunking import indexed_text
+
+    record = {**section("Use batch_format to pick pandas or numpy.", source="t.html#fmt", title="Configuring batch format"),
+              "page_title": "Transforming Data — Ray", "headings": ["Transforming Data", "Configuring batch format"]}
+    [chunk] = Chunker(tokenizer_json, ChunkingParams(64, 0)).chunk_file([record])
+    assert chunk["text"] == "Use batch_format to pick pandas or numpy."  # stored, shown and cited as it was
+    assert chunk["context"] == "Transforming Data › Configuring batch format"
+    assert indexed_text(chunk) == "Transforming Data › Configuring batch format\n\nUse batch_format to pick pandas or numpy."
+    [plain] = Chunker(tokenizer_json, ChunkingParams(64, 0, context=0)).chunk_file([record])
+    assert plain["context"] == "" and indexed_text(plain) == plain["text"]
+
+
+def test_ids_change_when_the_embedded_context_changes():
+    with_context = ChunkingParams(64, 8)
+    assert with_context.as_dict() == {"chunk_size": 64, "chunk_overlap": 8, "context": 1}
+    assert ChunkingParams(64, 8, context=0).as_dict() == {"chunk_size": 64, "chunk_overlap": 8}
+    base = chunk_id("a.html#s", "text", with_context, 0, "Page › Section")
+    assert base != chunk_id("a.html#s", "text", with_context, 0, "Renamed page › Section")
+    assert base != chunk_id("a.html#s", "text", ChunkingParams(64, 8, context=0), 0)
+    # Without contexts, ids are what stores made before them hold.
+    assert chunk_id("a.txt", "text", ChunkingParams(64, 8, context=0), 0) == chunk_id("a.txt", "text", ChunkingParams(64, 8, context=0), 0, "ignored")

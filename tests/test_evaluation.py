@@ -199,3 +199,13 @@ def test_dont_know_detected(answer):
 )
 def test_dont_know_not_detected(answer):
     assert not is_dont_know(answer)
+
+
+def test_section_hit_through_an_anchor_inside_the_section():
+    # The gold anchor is a glossary term inside the page's section, not the section's own id.
+    gold = "ray-references/glossary.html#term-Task"
+    ranked = ["a.html#x", "ray-references/glossary.html#ray-glossary"]
+    anchors = [["term-Task"], ["term-Actor", "term-Task"]]
+    row = question_row({"id": "t", "question": "task?", "source": gold}, [(s, "") for s in ranked], KS, anchors=anchors)
+    assert (row["rank"], row["section_rank"]) == (2, 2)  # a.html holds an anchor of that name, but another page
+    assert question_row({"id": "t", "question": "task?", "source": gold}, [(s, "") for s in ranked], KS)["section_rank"] is None

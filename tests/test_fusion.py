@@ -56,3 +56,16 @@ def test_single_and_empty_rankings():
     assert [d for d, _ in reciprocal_rank_fusion([DENSE], k=3)] == ["a", "b", "c"]
     assert reciprocal_rank_fusion([[], []], k=3) == []
     assert reciprocal_rank_fusion([], k=3) == []
+
+
+def test_diversify_caps_items_per_group_and_refills_from_held_back():
+    from ragbatch.fusion import diversify
+
+    ranked = [("a1", 9), ("a2", 8), ("b1", 7), ("a3", 6), ("n1", 5), ("n2", 4), ("c1", 3)]
+    group = {"a": "page-a", "b": "page-b", "c": "page-c", "n": None}  # None: never limited
+    key = lambda item: group[item[0][0]]  # noqa: E731
+    assert [i for i, _ in diversify(ranked, key, 1, 4)] == ["a1", "b1", "n1", "n2"]
+    assert [i for i, _ in diversify(ranked, key, 2, 4)] == ["a1", "a2", "b1", "n1"]
+    # Held-back items fill the list only when nothing else is left.
+    assert [i for i, _ in diversify(ranked, key, 1, 7)] == ["a1", "b1", "n1", "n2", "c1", "a2", "a3"]
+    assert diversify(ranked, key, 0, 3) == ranked[:3]

@@ -55,7 +55,7 @@ def test_index_then_reindex_embeds_nothing(corpus, tmp_path):
     assert (second.embedded, second.unchanged, second.deleted, second.chunks) == (0, first.chunks, 0, first.chunks)
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["chunks"] == first.chunks and manifest["files"] == 3
-    assert manifest["chunking"] == {"chunk_size": 48, "chunk_overlap": 4}
+    assert manifest["chunking"] == {"chunk_size": 48, "chunk_overlap": 4, "context": 1}
     assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2" and manifest["dimension"] == 384
 
 
@@ -134,6 +134,37 @@ def test_store_refuses_another_embedder_or_chunking(corpus, tmp_path):
     with pytest.raises(StoreError, match="built with embedder all-MiniLM-L6-v2"):
         run([corpus], store, embedder=str(other))
     assert set(stored(store)) == set(before)  # nothing written by the refused runs
+
+
+def test_chunks_are_embedded_with_their_context_and_stored_without_it(corpus, tmp_path):
+    from ragbatch.chunking import indexed_text
+    from ragbatch.embedding import Embedder, resolve_embedder
+
+    store = tmp_path / "store"
+    run([corpus], store)
+    chunks = {m["source"]: (m, d, e) for m, d, e in stored(store).values()}
+    meta, text, vector = chunks["sub/ray.html#gpu"]
+    assert text == "GPU support\n\nRay schedules tasks on GPUs with num_gpus." and meta["context"] == "Install › GPU support"
+    expected = Embedder(resolve_embedder(None), device="cpu").embed_documents([indexed_text({"text": text, "context": meta["context"]})])[0]
+    np.testing.assert_allclose(vector, expected, atol=1e-5)
+    assert chunks["journal.txt"][0]["context"] == "journal"
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(store / "chroma"))
+    assert client.get_collection("chunks").configuration["hnsw"]["ef_search"] == 400  # see store.HNSW_EF_SEARCH
+    client.close()
+
+
+def test_a_store_made_before_contexts_is_refused_not_mixed(corpus, tmp_path):
+    store = tmp_path / "store"
+    run([corpus], store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    del manifest["chunking"]["context"]  # what an earlier ragbatch wrote
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    before = stored(store)
+    with pytest.raises(StoreError, match="embedded without page and section titles.*index into a new --store"):
+        run([corpus], store)
+    assert set(stored(store)) == set(before)
 
 
 def test_a_second_writer_on_the_same_store_is_refused(corpus, tmp_path):

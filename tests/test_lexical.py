@@ -35,6 +35,44 @@ def test_tokenize_lowercases_splits_and_drops_stopwords():
     assert tokenize("the a an of") == []
 
 
+def test_identifiers_are_split_and_also_kept_whole():
+    words = tokenize("Use ray.data.read_text, map_batches and ScalingConfig on GPUs", identifiers=True)
+    for part in ("ray", "data", "read", "text", "map", "batches", "scaling", "config", "gpus"):
+        assert part in words
+    for whole in ("ray.data.read_text", "read_text", "map_batches", "scalingconfig"):
+        assert whole in words
+    assert "gp" not in words  # an acronym's plural is not a camelCase hump
+    # Without it, the tokenizer is what older indexes were built with.
+    assert tokenize("ScalingConfig map_batches") == ["scalingconfig", "map", "batches"]
+
+
+def test_an_exact_identifier_outranks_its_words_as_prose(tmp_path, monkeypatch):
+    assert LexicalIndex.open(tmp_path).identifiers is lexical.IDENTIFIERS  # new indexes take the default
+    monkeypatch.setattr(lexical, "IDENTIFIERS", True)
+    index = LexicalIndex.open(tmp_path)
+    assert index.identifiers
+    index.update([("prose", "Map the batches of the dataset, then read text."), ("api", "Call map_batches to transform a dataset.")], [])
+    assert ids(index.search(["how does map_batches work"], 2)[0]) == ["api", "prose"]
+    index.save()
+    assert json.loads((tmp_path / "bm25" / "meta.json").read_text())["tokenizer"]["identifiers"] is True
+
+
+def test_an_index_from_before_identifiers_keeps_its_tokenizer(store):
+    meta_path = store / "bm25" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["tokenizer"]["identifiers"]
+    meta_path.write_text(json.dumps(meta))
+    index = LexicalIndex.open(store)
+    assert index.identifiers is False
+    assert ids(index.search(["map batches"], 1)[0]) == ["c5"]
+
+
+def test_search_only_among_allowed_ids(store):
+    index = LexicalIndex.open(store)
+    assert set(ids(index.search(["ray"], 10, allowed={"c2", "c4"})[0])) == {"c2", "c4"}
+    assert index.search(["autoscaler"], 10, allowed={"c1"}) == [[]]
+
+
 def test_document_and_query_tokenisation_agree(store):
     index = LexicalIndex.open(store)
     assert tokenize("Ray.Data") == tokenize("ray data") == tokenize("RAY DATA")
