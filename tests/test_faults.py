@@ -272,3 +272,32 @@ def test_full_disk_during_ask_keeps_earlier_answers_and_a_rerun_with_space_compl
     grow()
     run(*args, "--resume")
     assert len(pq.read_table(out)) == 44
+
+
+# --- readers during an index run -------------------------------------------------------
+
+
+def test_search_during_an_index_run_waits_for_it_and_never_fails(corpus, clean_index, tmp_path):
+    """Readers of a local store answer from a complete state: they wait while `index`
+    writes it (store.reading), so Chroma and BM25 are never seen out of step and no two
+    processes' Chroma clients have the folder open while one writes."""
+    from ragbatch.retrieval import Retriever
+
+    store = tmp_path / "store"
+    run(*index_args(corpus / "v1", store))
+    process = subprocess.Popen([*CLI, *map(str, index_args(corpus / "v2", store))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answers, errors = [], []
+    deadline = time.monotonic() + 600  # readers must not starve the writer either
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            retriever = Retriever(store, mode="bm25")
+            try:
+                answers.append(len(retriever.search(["Phileas Fogg wagered"], 3)[0]))
+            finally:
+                retriever.close()
+        except Exception as exc:  # noqa: BLE001 - any failure is the defect
+            errors.append(f"{type(exc).__name__}: {exc}")
+        time.sleep(0.2)
+    assert process.returncode == 0, process.stderr.read()
+    assert errors == [] and answers and all(n == 3 for n in answers)
+    same_store(store, clean_index["v2"])

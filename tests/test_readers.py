@@ -508,3 +508,15 @@ def test_fifos_and_link_loops_are_one_error_each_not_a_hang(tmp_path):
     assert [f["relpath"] for f in found.files] == ["ok.txt"]
     assert sorted(e.where.rsplit("/", 1)[-1] for e in found.errors) == ["l1.txt", "l2.txt", "pipe.txt"]
     assert all("not a regular file" in e.reason for e in found.errors)
+
+
+def test_random_bytes_and_html_nested_ten_thousand_deep_are_one_error_each(tmp_path):
+    from ragbatch.errors import InputFileError
+    from ragbatch.readers import discover, read_file
+
+    (tmp_path / "random.txt").write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "deep.html").write_text("<html><body>" + "<div>" * 10_000 + "deep text" + "</div>" * 10_000 + "</body></html>")
+    for name in ("random.txt", "deep.html"):
+        with pytest.raises(InputFileError) as error:  # not a RecursionError or a traceback
+            read_file(discover([str(tmp_path / name)]).files[0])
+        assert name in str(error.value)

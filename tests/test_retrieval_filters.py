@@ -9,7 +9,7 @@ from ragbatch.errors import RagbatchError
 from ragbatch.evaluating import EvalOptions, evaluate
 from ragbatch.filters import ChunkFilter
 from ragbatch.indexing import IndexOptions, index
-from ragbatch.progress import NullProgress
+from ragbatch.progress import make_progress
 from ragbatch.retrieval import Retriever
 
 DOCS = {
@@ -38,7 +38,7 @@ def store(tmp_path_factory):
     for name, text in DOCS.items():
         (root / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "docs" / name).write_text(text)
-    index(IndexOptions([str(root / "docs")], root / "store", chunk_size=64, chunk_overlap=0, executor="local"), NullProgress())
+    index(IndexOptions([str(root / "docs")], root / "store", chunk_size=64, chunk_overlap=0, executor="local"), make_progress(False))
     (root / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in REFERENCES))
     return root
 
@@ -97,27 +97,27 @@ def test_eval_scores_several_modes_from_one_embedding_pass(store, monkeypatch, t
     calls = []
     original = Embedder.embed_queries
     monkeypatch.setattr(Embedder, "embed_queries", lambda self, texts: calls.append(len(texts)) or original(self, texts))
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval="dense,bm25,hybrid", out=tmp_path / "rows.parquet"), NullProgress())
+    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval="dense,bm25,hybrid", out=tmp_path / "rows.parquet"), make_progress(False))
     assert calls == [len(REFERENCES)]  # questions embedded once for all three modes
     assert list(summary["modes"]) == ["dense", "bm25", "hybrid"] and summary["retrieval"] == "dense,bm25,hybrid"
     assert summary["hit_at"] == summary["modes"]["dense"]["hit_at"]  # the first mode's figures on top
     for mode in ("dense", "bm25", "hybrid"):
-        alone, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval=mode), NullProgress())
+        alone, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval=mode), make_progress(False))
         assert summary["modes"][mode]["hit_at"] == alone["hit_at"] and summary["modes"][mode]["mrr"] == alone["mrr"]
     assert [r["retrieval"] for r in rows] == ["dense"] * 4 + ["bm25"] * 4 + ["hybrid"] * 4
     with pytest.raises(RagbatchError, match="--retrieval dense,vectors"):
-        evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", retrieval="dense,vectors"), NullProgress())
+        evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", retrieval="dense,vectors"), make_progress(False))
 
 
 def test_eval_filter_leaves_other_pages_out(store):
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], chunk_filter=ChunkFilter.parse(source_prefix="data/")), NullProgress())
+    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], chunk_filter=ChunkFilter.parse(source_prefix="data/")), make_progress(False))
     assert all(s.startswith("data/") for r in rows for s in r["ranked_sources"])
     assert summary["filter"] == "source starts with 'data/'"
 
 
 def test_html_report_is_self_contained(store, tmp_path):
     report = tmp_path / "report.html"
-    summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3, 5], retrieval="hybrid,dense,bm25", report=report), NullProgress())
+    summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3, 5], retrieval="hybrid,dense,bm25", report=report), make_progress(False))
     page = report.read_text()
     assert summary["report"] == str(report)
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 2  # page and section curves
@@ -139,7 +139,7 @@ def test_cli_filters_and_modes(store, tmp_path):
 
     result = run("search", QUESTION, "--store", store / "store", "--retrieval", "bm25", "--where", "title=Autoscaling", "--json")
     assert result.returncode == 0, result.stderr
-    assert [r["source"] for r in json.loads(result.stdout)] == ["serve/scaling.md#autoscaling"]
+    assert [r["source"] for r in json.loads(result.stdout)["results"]] == ["serve/scaling.md#autoscaling"]
     result = run("eval", store / "refs.jsonl", "--store", store / "store", "--retrieval", "dense,bm25,hybrid", "--source-prefix", "data/", "--k", "1,5")
     assert result.returncode == 0, result.stderr
     assert all(re.search(rf"^\W*{mode}\b", result.stdout, re.M) for mode in ("dense", "bm25", "hybrid")), result.stdout
@@ -159,7 +159,7 @@ def long_store(tmp_path_factory):
     (root / "docs" / "guide.html").write_text(f"""<html><body><main><section id="autoscaling"><h1>Autoscaling</h1><p>{LONG}</p></section>
 <section id="nodes"><h2>Nodes</h2><p>A worker node joins when tasks are pending and autoscaling allows it.</p></section></main></body></html>""")
     (root / "docs" / "notes.txt").write_text(LONG.replace("Autoscaling rule", "\n\nNote on autoscaling rule"))
-    index(IndexOptions([str(root / "docs")], root / "store", chunk_size=48, chunk_overlap=0, executor="local"), NullProgress())
+    index(IndexOptions([str(root / "docs")], root / "store", chunk_size=48, chunk_overlap=0, executor="local"), make_progress(False))
     return root / "store"
 
 
