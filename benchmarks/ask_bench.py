@@ -57,7 +57,9 @@ def main() -> None:
         started = time.perf_counter()
         result = subprocess.run(
             [*cli, "ask", str(qfile), "--store", str(store), "--out", str(out), "--k", str(args.k), "--max-tokens", str(args.max_tokens), "--json"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - started
         report = json.loads(result.stdout)
@@ -67,7 +69,9 @@ def main() -> None:
     print(f"questions: {len(questions)} (squad-dev), k={args.k}, max tokens {args.max_tokens}, retrieval {report.get('retrieval', 'hybrid')}")
     print(f"retrieval: {retrieval_qps:.1f} questions/s (embed + hybrid top-{args.k}, one batch)")
     print(f"ragbatch ask generation: {report['tokens_per_second']:.1f} tokens/s ({report['completion_tokens']} completion tokens)")
-    print(f"bare LLM.generate:       {bare_tps:.1f} tokens/s ({bare_tokens} completion tokens)  ratio bare/ragbatch {bare_tps / report['tokens_per_second']:.3f} (target <= 1.1)")
+    print(
+        f"bare LLM.generate:       {bare_tps:.1f} tokens/s ({bare_tokens} completion tokens)  ratio bare/ragbatch {bare_tps / report['tokens_per_second']:.3f} (target <= 1.1)"
+    )
     print(f"ragbatch ask wall time:  {wall:.1f} s for {len(questions)} questions ({report['prompt_tokens']} prompt tokens)")
 
 

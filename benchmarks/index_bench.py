@@ -94,7 +94,9 @@ def main() -> None:
     print(f"ragbatch ms_per_vector:    {report['ms_per_vector']:.2f} ms/vector  ratio {report['ms_per_vector'] / floor:.3f}  (target <= 1.05)")
     print(f"ragbatch wall per vector:  {wall_ms:.2f} ms/vector  ratio {wall_ms / floor:.3f}  (target <= 1.3)  wall {wall:.1f} s")
     rest_ms = 1000 * (wall - import_seconds) / vectors
-    print(f"  of which `import sentence_transformers` in a fresh process: {import_seconds:.1f} s; wall without it: {rest_ms:.2f} ms/vector, ratio {rest_ms / floor:.3f}")
+    print(
+        f"  of which `import sentence_transformers` in a fresh process: {import_seconds:.1f} s; wall without it: {rest_ms:.2f} ms/vector, ratio {rest_ms / floor:.3f}"
+    )
 
 
 if __name__ == "__main__":

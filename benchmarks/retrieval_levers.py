@@ -177,12 +177,26 @@ def score(name: str, refs: list[dict], chunks: list[dict], ranked: list[list[int
     from ragbatch.evaluation import page_of, question_row, summarize
 
     pages = {page_of(c["source"]) for c in chunks}
-    rows = [question_row(ref, [(chunks[i]["source"], chunks[i]["text"]) for i in r[: max(KS)]], KS, pages, None,
-                         [chunks[i].get("anchors", "").split() for i in r[: max(KS)]] if ANCHORS else None) for ref, r in zip(refs, ranked)]
+    rows = [
+        question_row(
+            ref,
+            [(chunks[i]["source"], chunks[i]["text"]) for i in r[: max(KS)]],
+            KS,
+            pages,
+            None,
+            [chunks[i].get("anchors", "").split() for i in r[: max(KS)]] if ANCHORS else None,
+        )
+        for ref, r in zip(refs, ranked)
+    ]
     s = summarize(rows, KS)
     return {
-        "page@1": s["hit_at"][1], "page@5": s["hit_at"][5], "page@10": s["hit_at"][10], "page@20": s["hit_at"][20],
-        "sec@5": (s["section_hit_at"] or {}).get(5), "ans@5": (s["answer_hit_at"] or {}).get(5), "mrr": s["mrr"],
+        "page@1": s["hit_at"][1],
+        "page@5": s["hit_at"][5],
+        "page@10": s["hit_at"][10],
+        "page@20": s["hit_at"][20],
+        "sec@5": (s["section_hit_at"] or {}).get(5),
+        "ans@5": (s["answer_hit_at"] or {}).get(5),
+        "mrr": s["mrr"],
     }
 
 
@@ -298,9 +312,20 @@ def groups() -> dict[str, list[tuple[str, dict]]]:
     g["diversity"] = [("hybrid no cap", BASE)] + [
         (f"hybrid cap {n}/{key}", {**BASE, "cap": n, "cap_key": key}) for key in ("page", "section") for n in (1, 2, 3)
     ]
-    g["fusion"] = [(f"depth {d} c {c} w {wd}:{wb}", {**BASE, "depth": d, "c": c, "w_dense": wd, "w_bm25": wb})
-                   for d, c, wd, wb in [(20, 60, 1, 1), (50, 60, 1, 1), (100, 60, 1, 1), (200, 60, 1, 1), (50, 20, 1, 1),
-                                        (50, 60, 1.5, 1), (50, 60, 1, 1.5), (50, 60, 2, 1), (50, 60, 1, 2)]]
+    g["fusion"] = [
+        (f"depth {d} c {c} w {wd}:{wb}", {**BASE, "depth": d, "c": c, "w_dense": wd, "w_bm25": wb})
+        for d, c, wd, wb in [
+            (20, 60, 1, 1),
+            (50, 60, 1, 1),
+            (100, 60, 1, 1),
+            (200, 60, 1, 1),
+            (50, 20, 1, 1),
+            (50, 60, 1.5, 1),
+            (50, 60, 1, 1.5),
+            (50, 60, 2, 1),
+            (50, 60, 1, 2),
+        ]
+    ]
     return g
 
 
@@ -333,7 +358,10 @@ def main() -> None:
                 for name, d in data.items():
                     s = score(name, d.refs, d.chunks, run_variant(d, v))
                     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-                    print(f"| {label} | {name} | {f(s['page@1'])} | {f(s['page@5'])} | {f(s['page@10'])} | {f(s['page@20'])} | {f(s['sec@5'])} | {f(s['ans@5'])} | {f(s['mrr'])} |", flush=True)
+                    print(
+                        f"| {label} | {name} | {f(s['page@1'])} | {f(s['page@5'])} | {f(s['page@10'])} | {f(s['page@20'])} | {f(s['sec@5'])} | {f(s['ans@5'])} | {f(s['mrr'])} |",
+                        flush=True,
+                    )
                     log.write(json.dumps({"group": group, "label": label, "set": name, "size": args.size, "overlap": args.overlap, "variant": v, **s}) + "\n")
 
 

@@ -132,7 +132,9 @@ class AnswerWriter:
 
     def _prepare(self) -> None:
         if self.mode == "new" and self.out.exists():
-            raise RagbatchError(f"{self.out}: already exists; pass --resume to answer only the missing questions, --overwrite to start over, or choose another --out")
+            raise RagbatchError(
+                f"{self.out}: already exists; pass --resume to answer only the missing questions, --overwrite to start over, or choose another --out"
+            )
         if self.mode == "new" and self.parts.exists():
             raise RagbatchError(f"{self.parts}: left by an interrupted run; pass --resume to finish it, or --overwrite to start over")
         if self.mode == "overwrite":

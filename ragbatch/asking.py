@@ -169,8 +169,14 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
         report.llm = llm_name
         price = price_for(llm_name, table, options.price_prompt, options.price_completion)
 
-        retriever = Retriever(options.store, device=device, mode=options.retrieval, chunk_filter=options.chunk_filter,
-                              max_per_section=options.diversity[0], max_per_page=options.diversity[1])
+        retriever = Retriever(
+            options.store,
+            device=device,
+            mode=options.retrieval,
+            chunk_filter=options.chunk_filter,
+            max_per_section=options.diversity[0],
+            max_per_page=options.diversity[1],
+        )
         report.embedder = retriever.spec.name
         task = progress.add_task("Retrieving", total=len(todo))
         hits = retriever.search([q["question"] for q in todo], options.k)
@@ -207,9 +213,7 @@ def _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, pric
         prompts, waiting, pending = [], [], []
         for i, (q, found) in enumerate(zip(todo, hits)):
             try:
-                prompt = build_prompt(
-                    generator.tokenizer, q["question"], [h.text for h in found], generator.context_window, options.max_tokens, system_prompt
-                )
+                prompt = build_prompt(generator.tokenizer, q["question"], [h.text for h in found], generator.context_window, options.max_tokens, system_prompt)
             except PromptTooLong as exc:
                 pending.append({**base[i], "error": f"prompt too long: {exc}"})
                 report.failed += 1

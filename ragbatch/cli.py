@@ -91,12 +91,21 @@ def main(debug: bool) -> None:
 @store_option("Local store directory (created if absent).")
 @click.option("--publish", "publish_root", type=click.Path(file_okay=False, path_type=Path), help="Also publish a verified copy under this root.")
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
-@click.option("--embedder", help="Embedding model: packaged name, local folder or Hugging Face id [default: the store's; for a new store hkunlp/instructor-large on a GPU, else all-MiniLM-L6-v2].")
+@click.option(
+    "--embedder",
+    help="Embedding model: packaged name, local folder or Hugging Face id [default: the store's; for a new store hkunlp/instructor-large on a GPU, else all-MiniLM-L6-v2].",
+)
 @click.option("--chunk-size", type=click.IntRange(16), help="Chunk size in the embedder's tokens [default: fits the model].")
 @click.option("--chunk-overlap", type=click.IntRange(0), help="Overlap between chunks, in tokens [default: size/8].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Texts per forward pass.")
 @DEVICE_OPTION
-@click.option("--executor", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True, help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.")
+@click.option(
+    "--executor",
+    type=click.Choice(["auto", "local", "ray"]),
+    default="auto",
+    show_default=True,
+    help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.",
+)
 @JSON_OPTION
 @handle_errors
 def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap, batch_size, device, executor, as_json):
@@ -159,8 +168,12 @@ RETRIEVAL_OPTION = click.option(
 )
 WHERE_OPTION = click.option("--where", multiple=True, metavar="KEY=VALUE", help="Only chunks whose stored field KEY equals VALUE (repeatable; all must match).")
 SOURCE_PREFIX_OPTION = click.option("--source-prefix", metavar="PATH", help="Only chunks whose source starts with PATH, e.g. data/.")
-MAX_PER_SECTION_OPTION = click.option("--max-per-section", default=1, show_default=True, type=click.IntRange(0), help="At most N chunks of one #section among the k (0: no limit).")
-MAX_PER_PAGE_OPTION = click.option("--max-per-page", default=0, show_default=True, type=click.IntRange(0), help="At most N chunks of one page or file among the k (0: no limit).")
+MAX_PER_SECTION_OPTION = click.option(
+    "--max-per-section", default=1, show_default=True, type=click.IntRange(0), help="At most N chunks of one #section among the k (0: no limit)."
+)
+MAX_PER_PAGE_OPTION = click.option(
+    "--max-per-page", default=0, show_default=True, type=click.IntRange(0), help="At most N chunks of one page or file among the k (0: no limit)."
+)
 
 
 def chunk_filter(where, source_prefix):
@@ -220,8 +233,16 @@ def check(store, as_json):
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
 @click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="Share of the GPU's memory vLLM may take [default: vLLM's, 0.92].")
 @click.option("--tensor-parallel-size", type=click.IntRange(1), help="GPUs to split the model across [default: 1].")
-@click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable: quantization=fp8, enable_prefix_caching=true, max_num_seqs=64.")
-@click.option("--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose).")
+@click.option(
+    "--vllm-arg",
+    "vllm_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other vLLM engine argument, repeatable: quantization=fp8, enable_prefix_caching=true, max_num_seqs=64.",
+)
+@click.option(
+    "--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose)."
+)
 @RETRIEVAL_OPTION
 @WHERE_OPTION
 @SOURCE_PREFIX_OPTION
@@ -230,7 +251,36 @@ def check(store, as_json):
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
-def ask(questions, store, out, k, llm, max_tokens, temperature, seed, system_prompt, prompt_file, resume, overwrite, count_tokens, prices, price_prompt, price_completion, max_model_len, gpu_memory_utilization, tensor_parallel_size, vllm_args, part_rows, retrieval, where, source_prefix, max_per_section, max_per_page, device, as_json):
+def ask(
+    questions,
+    store,
+    out,
+    k,
+    llm,
+    max_tokens,
+    temperature,
+    seed,
+    system_prompt,
+    prompt_file,
+    resume,
+    overwrite,
+    count_tokens,
+    prices,
+    price_prompt,
+    price_completion,
+    max_model_len,
+    gpu_memory_utilization,
+    tensor_parallel_size,
+    vllm_args,
+    part_rows,
+    retrieval,
+    where,
+    source_prefix,
+    max_per_section,
+    max_per_page,
+    device,
+    as_json,
+):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
     from ragbatch.asking import AskOptions
     from ragbatch.asking import ask as run_ask
@@ -298,7 +348,9 @@ def search(question, store, k, retrieval, where, source_prefix, max_per_section,
     """Show the passages ranked for one QUESTION."""
     from ragbatch.retrieval import Retriever
 
-    retriever = Retriever(store, device=device, mode=retrieval, chunk_filter=chunk_filter(where, source_prefix), max_per_section=max_per_section, max_per_page=max_per_page)
+    retriever = Retriever(
+        store, device=device, mode=retrieval, chunk_filter=chunk_filter(where, source_prefix), max_per_section=max_per_section, max_per_page=max_per_page
+    )
     try:
         hits = retriever.search([question], k)[0]
     finally:
@@ -326,10 +378,14 @@ def parse_ks(ctx, param, value: str) -> list[int]:
 @click.argument("references")
 @store_option(READ_STORE_HELP)
 @click.option("--k", "ks", default="1,3,5,10", show_default=True, callback=parse_ks, help="Cut-offs for hit@k, comma-separated.")
-@click.option("--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate.")
+@click.option(
+    "--answers", type=click.Path(dir_okay=False, path_type=Path), help="Parquet from `ragbatch ask` over the same questions: adds EM, F1, I-don't-know rate."
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write per-question rows (Parquet) for inspecting failures.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page: hit@k curves per mode, the summary, the worst misses.")
-@click.option("--retrieval", default="hybrid", show_default=True, help="dense, bm25, hybrid, or several separated by commas (one row each, one embedding pass).")
+@click.option(
+    "--retrieval", default="hybrid", show_default=True, help="dense, bm25, hybrid, or several separated by commas (one row each, one embedding pass)."
+)
 @WHERE_OPTION
 @SOURCE_PREFIX_OPTION
 @MAX_PER_SECTION_OPTION

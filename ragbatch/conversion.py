@@ -10,8 +10,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     transformers.utils.logging.set_verbosity_error()
     started = time.perf_counter()
     with _progress_bars_hidden():
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
-        )
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         # The weights are dequantized now: saved with these, vLLM would look for GGUF kernels.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -13,7 +13,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def pick_device(requested: str = "auto") -> str:
-    """"cpu" or "cuda" for `--device requested`; a clear error for cuda without a usable GPU."""
+    """ "cpu" or "cuda" for `--device requested`; a clear error for cuda without a usable GPU."""
     if requested not in DEVICES:
         raise RagbatchError(f"--device {requested}: use auto, cpu or cuda")
     if requested == "cpu":

@@ -138,7 +138,7 @@ class EmbedderLoader:
         self.spec, self.device, self.batch_size = spec, device, batch_size
         self._embedder = None
 
-    def __call__(self) -> "Embedder":
+    def __call__(self) -> Embedder:
         if self._embedder is None:
             self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
         return self._embedder

@@ -30,6 +30,7 @@ class EvalOptions:
     chunk_filter: object = None  # filters.ChunkFilter
     diversity: tuple[int, int] = (1, 0)  # --max-per-section, --max-per-page (see retrieval.py)
 
+
 # The HTML report's hit@k curves run to at least this k.
 REPORT_DEPTH = 20
 
@@ -38,7 +39,7 @@ def read_references(path: str) -> list[dict]:
     references = read_questions(path)
     for ref in references:
         if not isinstance(ref.get("source"), str) or not ref["source"]:
-            raise RagbatchError(f"{path}: reference {ref['id']!r} has no \"source\" (the path the answer is in)")
+            raise RagbatchError(f'{path}: reference {ref["id"]!r} has no "source" (the path the answer is in)')
     return references
 
 
@@ -69,8 +70,14 @@ def evaluate(options: EvalOptions, progress) -> tuple[dict, list[dict]]:
             raise RagbatchError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
 
     depth = max(max(options.ks), REPORT_DEPTH if options.report else 0)
-    retriever = Retriever(options.store, device=options.device, modes=modes, chunk_filter=options.chunk_filter,
-                          max_per_section=options.diversity[0], max_per_page=options.diversity[1])
+    retriever = Retriever(
+        options.store,
+        device=options.device,
+        modes=modes,
+        chunk_filter=options.chunk_filter,
+        max_per_section=options.diversity[0],
+        max_per_page=options.diversity[1],
+    )
     try:
         store_pages = {page_of(meta.get("source", "")) for _, meta in retriever.chroma.metadatas()}
         task = progress.add_task("Retrieving", total=len(references))
@@ -83,14 +90,27 @@ def evaluate(options: EvalOptions, progress) -> tuple[dict, list[dict]]:
     cut = max(options.ks)  # scores use the top max(ks) only, with or without --report
     for mode in modes:
         mode_rows = [
-            {**question_row(ref, [(h.source, h.text) for h in hits[:cut]], options.ks, store_pages, answers.get(ref["id"]) if answers else None, [h.anchors for h in hits[:cut]]), "retrieval": mode}
+            {
+                **question_row(
+                    ref,
+                    [(h.source, h.text) for h in hits[:cut]],
+                    options.ks,
+                    store_pages,
+                    answers.get(ref["id"]) if answers else None,
+                    [h.anchors for h in hits[:cut]],
+                ),
+                "retrieval": mode,
+            }
             for ref, hits in zip(references, ranked[mode])
         ]
         summaries[mode] = summarize(mode_rows, options.ks)
         summaries[mode]["retrieval"] = mode
         rows += mode_rows
         if options.report:  # the same questions scored to the report's depth, for its curves
-            deep[mode] = [question_row(ref, [(h.source, h.text) for h in hits], [], store_pages, None, [h.anchors for h in hits]) for ref, hits in zip(references, ranked[mode])]
+            deep[mode] = [
+                question_row(ref, [(h.source, h.text) for h in hits], [], store_pages, None, [h.anchors for h in hits])
+                for ref, hits in zip(references, ranked[mode])
+            ]
     seconds = round(time.perf_counter() - started, 3)
     summary = {**summaries[modes[0]], "retrieval": ",".join(modes), "store": str(options.store), "seconds": seconds}
     if len(modes) > 1:

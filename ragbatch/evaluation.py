@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 LEVELS = ("page", "section")
 
@@ -85,9 +85,7 @@ def _fold(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def first_answer_rank(
-    ranked: list[tuple[str, str]], gold_source: str, answers: list[str]
-) -> int | None:
+def first_answer_rank(ranked: list[tuple[str, str]], gold_source: str, answers: list[str]) -> int | None:
     """1-based rank of the first (source, text) chunk from the gold page containing an answer."""
     folded = [_fold(a) for a in answers if a.strip()]
     if not folded:

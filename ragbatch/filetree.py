@@ -37,9 +37,7 @@ def hash_tree(top: Path, only: tuple[str, ...] | None = None) -> dict[str, str]:
         for entry in dirnames + filenames:
             # os.walk lists a symlinked folder among dirnames and never enters it.
             if os.path.islink(os.path.join(dirpath, entry)) or "\n" in entry:
-                raise StoreError(
-                    f"{Path(dirpath) / entry}: symlinks and newlines in names cannot be published"
-                )
+                raise StoreError(f"{Path(dirpath) / entry}: symlinks and newlines in names cannot be published")
         for fname in sorted(filenames):
             path = Path(dirpath) / fname
             hashes[path.relative_to(top).as_posix()] = _sha256(path)

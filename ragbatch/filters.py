@@ -19,7 +19,7 @@ class ChunkFilter:
     source_prefix: str = ""  # the chunk's source starts with it
 
     @classmethod
-    def parse(cls, where: list[str] | tuple[str, ...] = (), source_prefix: str | None = None) -> "ChunkFilter":
+    def parse(cls, where: list[str] | tuple[str, ...] = (), source_prefix: str | None = None) -> ChunkFilter:
         pairs = []
         for item in where or ():
             key, sep, value = item.partition("=")

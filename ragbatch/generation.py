@@ -13,9 +13,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ragbatch.errors import RagbatchError
 
@@ -119,9 +119,7 @@ class Generator:
         if not prompts:
             return
         self._check_lengths(prompts)
-        request_ids = self._llm.enqueue(
-            _tokens_prompts(prompts), _sampling_params(max_tokens, temperature, seed), use_tqdm=False
-        )
+        request_ids = self._llm.enqueue(_tokens_prompts(prompts), _sampling_params(max_tokens, temperature, seed), use_tqdm=False)
         position = {}
         for index, request_id in enumerate(request_ids):
             # enqueue returns vLLM's internal ids ("<ours>-<8 random chars>"); outputs carry ours.
@@ -144,10 +142,7 @@ class Generator:
     def _check_lengths(self, prompts: list[list[int]]) -> None:
         longest = max(len(ids) for ids in prompts)
         if longest >= self.context_window:
-            raise ValueError(
-                f"a prompt of {longest} tokens leaves no room to answer in the "
-                f"{self.context_window}-token context window"
-            )
+            raise ValueError(f"a prompt of {longest} tokens leaves no room to answer in the {self.context_window}-token context window")
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
@@ -160,7 +155,7 @@ class Generator:
         cleanup_dist_env_and_memory()
         gc.collect()
 
-    def __enter__(self) -> "Generator":
+    def __enter__(self) -> Generator:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -100,8 +100,7 @@ def _stem_words(stemmer: str | None):
         import Stemmer
     except ImportError:
         raise StoreError(
-            "the lexical index was built with stemming (PyStemmer), which is not installed: "
-            "install PyStemmer or delete the store's bm25/ folder and re-index"
+            "the lexical index was built with stemming (PyStemmer), which is not installed: install PyStemmer or delete the store's bm25/ folder and re-index"
         ) from None
     return Stemmer.Stemmer("english").stemWords
 
@@ -159,7 +158,7 @@ class LexicalIndex:
     # opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, store_dir) -> "LexicalIndex":
+    def open(cls, store_dir) -> LexicalIndex:
         """Open `STORE/bm25`; an absent folder is an empty index (created by `save`)."""
         path = Path(store_dir) / DIR_NAME
         if not path.exists() and _old_path(path).exists():
@@ -176,8 +175,7 @@ class LexicalIndex:
         index._ids = _read_ids(path_to_read / "corpus.parquet")
         if len(index._ids) != meta["count"]:
             raise StoreError(
-                f"{path_to_read}: corpus.parquet has {len(index._ids)} chunks, meta.json says "
-                f"{meta['count']}; delete the bm25/ folder and re-index"
+                f"{path_to_read}: corpus.parquet has {len(index._ids)} chunks, meta.json says {meta['count']}; delete the bm25/ folder and re-index"
             )
         if (path_to_read / "bm25s").exists():
             index._retriever = _load_retriever(path_to_read / "bm25s", len(index._ids))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 # Texts per model.encode call: large enough that sentence-transformers' own
 # length-sorted batching is as efficient as one call over everything, small enough

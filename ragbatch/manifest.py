@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ragbatch.errors import StoreError
@@ -20,7 +20,7 @@ FORMAT = 1
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def read_manifest(store: Path) -> dict | None:
@@ -81,8 +81,7 @@ def check_compatible(store: Path, manifest: dict, embedder: dict, chunking: dict
     for key, value in chunking.items():
         if manifest["chunking"].get(key) != value:
             raise StoreError(
-                f"{store}: built with {key.replace('_', '-')} {manifest['chunking'].get(key)}, not {value}; "
-                "use the store's chunking or another --store."
+                f"{store}: built with {key.replace('_', '-')} {manifest['chunking'].get(key)}, not {value}; use the store's chunking or another --store."
             )
 
 

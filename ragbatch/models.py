@@ -74,14 +74,12 @@ def packaged_model(name: str, option: str, packaged: Packaged) -> ModelPath:
 def hub_snapshot(repo_id: str, option: str, packaged: dict[str, Packaged]) -> ModelPath:
     """A Hugging Face model's snapshot folder: from the cache, else downloaded into it."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return _snapshot(snapshot_download(repo_id, local_files_only=True))
     except HFValidationError:
-        raise RagbatchError(
-            f"{option} {repo_id}: not a packaged model ({', '.join(packaged)}), a local folder or a Hugging Face id"
-        ) from None
+        raise RagbatchError(f"{option} {repo_id}: not a packaged model ({', '.join(packaged)}), a local folder or a Hugging Face id") from None
     except LocalEntryNotFoundError:
         pass  # not in the cache (or only part of it): download it
     offline = (

@@ -33,7 +33,7 @@ from ragbatch.errors import RagbatchError
 DEFAULT_SYSTEM_PROMPT = (
     "Answer the question using only the numbered context passages. "
     "Cite the passages you use by number, like [1]. "
-    "If the passages do not contain the answer, say \"I don't know\". "
+    'If the passages do not contain the answer, say "I don\'t know". '
     "Be brief."
 )
 
@@ -62,10 +62,7 @@ def build_prompt(
 ) -> Prompt:
     budget = context_window - max_tokens
     if budget <= 0:
-        raise RagbatchError(
-            f"max_tokens ({max_tokens}) leaves no room for a prompt in the model's "
-            f"context window ({context_window} tokens)"
-        )
+        raise RagbatchError(f"max_tokens ({max_tokens}) leaves no room for a prompt in the model's context window ({context_window} tokens)")
 
     def render(kept: list[str]) -> list[int]:
         return _render(tokenizer, system_prompt, question, kept)

@@ -22,7 +22,7 @@ import os
 import re
 import secrets
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ragbatch.checking import check_store
@@ -77,10 +77,7 @@ def _stage_copy(store: Path, root: Path, name: str, source_hashes: dict[str, str
         copy_hashes = hash_tree(staged)
         for rel in sorted(source_hashes.keys() | copy_hashes.keys()):
             if source_hashes.get(rel) != copy_hashes.get(rel):
-                raise StoreError(
-                    f"{staged / rel}: copy differs from {store / rel}; was the store written "
-                    "to during publish?"
-                )
+                raise StoreError(f"{staged / rel}: copy differs from {store / rel}; was the store written to during publish?")
         write_durably(staged / CHECKSUMS, checksums_text(source_hashes))
         fsync_dir(staged)
     except BaseException:
@@ -91,7 +88,7 @@ def _stage_copy(store: Path, root: Path, name: str, source_hashes: dict[str, str
 
 def _version_name(hashes: dict[str, str]) -> str:
     # Microseconds keep names unique and time-sorted; the content hash tells versions apart.
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     digest = hashlib.sha256(checksums_text(hashes).encode()).hexdigest()[:8]
     return f"{stamp}-{digest}"
 
@@ -104,9 +101,7 @@ def _refuse_foreign(link: Path, name: str) -> None:
         target = Path(os.readlink(link))
         if target.parent == Path(name + VERSIONS_SUFFIX):
             return
-    raise StoreError(
-        f"{link}: exists and is not a link made by publish; move it away or publish to another root"
-    )
+    raise StoreError(f"{link}: exists and is not a link made by publish; move it away or publish to another root")
 
 
 def _switch_link(link: Path, version: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def init_ray(num_cpus: int | None = None) -> None:

@@ -88,7 +88,11 @@ def eval_summary(summary: dict, ks: list[int]) -> None:
         table.add_row("answer hit", *[rate(summary["answer_hit_at"].get(k)) for k in ks])
     console = Console()
     console.print(table)
-    lines = [f"store {summary['store']}", f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}", f"MRR {rate(summary['mrr'])}"]
+    lines = [
+        f"store {summary['store']}",
+        f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}",
+        f"MRR {rate(summary['mrr'])}",
+    ]
     if "exact_match" in summary:
         lines.append(f"exact match {rate(summary['exact_match'])}, F1 {rate(summary['f1'])}, I don't know {rate(summary.get('dont_know_rate'))}")
     console.print("\n".join(lines))
@@ -117,8 +121,13 @@ def eval_modes_summary(summary: dict, ks: list[int]) -> None:
         table.add_row(mode, *[rate((s.get(key) or {}).get(k)) for _, key in groups for k in ks], rate(s["mrr"]))
     console = Console()
     console.print(table)
-    lines = ["p@k: page hit, " + ("s@k: section hit, " if len(groups) > 1 and groups[1][0] == "section" else "") + ("a@k: answer hit, " if groups[-1][0] == "answer" else "") + "MRR: page level",
-             f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}"]
+    lines = [
+        "p@k: page hit, "
+        + ("s@k: section hit, " if len(groups) > 1 and groups[1][0] == "section" else "")
+        + ("a@k: answer hit, " if groups[-1][0] == "answer" else "")
+        + "MRR: page level",
+        f"questions {summary['questions']}, scored {summary.get('scored', '-')}, missing sources {summary['missing_sources']}",
+    ]
     if summary.get("filter"):
         lines.append(f"filter: {summary['filter']}")
     if summary.get("report"):

@@ -5,14 +5,17 @@ the worst misses with what was retrieved instead."""
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 WORST = 20
 SHOWN_SOURCES = 10
 COLOURS = {"dense": "#1f77b4", "bm25": "#ff7f0e", "hybrid": "#2ca02c"}
-LEVELS = (("rank", "page hit@k", "a chunk of the right page"), ("section_rank", "section hit@k", "a chunk of the right section"),
-          ("answer_rank", "answer hit@k", "a chunk of the right page holding a gold answer"))
+LEVELS = (
+    ("rank", "page hit@k", "a chunk of the right page"),
+    ("section_rank", "section hit@k", "a chunk of the right section"),
+    ("answer_rank", "answer hit@k", "a chunk of the right page holding a gold answer"),
+)
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 24px auto; max-width: 1100px; padding: 0 16px; }
@@ -36,14 +39,14 @@ def write_report(path: Path, summaries: dict, rows_by_mode: dict, ks: list[int],
 def render(summaries: dict, rows_by_mode: dict, ks: list[int], depth: int, title: str = "") -> str:
     modes = list(rows_by_mode)
     first = summaries[modes[0]]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f"<title>ragbatch eval: {_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>ragbatch eval: {_e(title)}</h1>",
-        f"<p class=\"meta\">{first['questions']} questions, {first['scored']} scored, {first['missing_sources']} with a source not in the store; "
+        f'<p class="meta">{first["questions"]} questions, {first["scored"]} scored, {first["missing_sources"]} with a source not in the store; '
         f"modes {', '.join(modes)}; {stamp}</p>",
-        "<h2>Hit rate by rank cut-off</h2><div class=\"plots\">",
+        '<h2>Hit rate by rank cut-off</h2><div class="plots">',
     ]
     for key, label, meaning in LEVELS:
         curves = {mode: _curve(rows_by_mode[mode], key, depth) for mode in modes}
@@ -90,9 +93,11 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
     def y(v: float) -> float:
         return top + (1 - (v - low) / (1 - low)) * plot_h
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_e(label)}" font-size="11" font-family="system-ui, sans-serif">',
-           f'<title>{_e(label)}: {_e(meaning)} among the top k</title>',
-           f'<text x="{left}" y="16" font-size="13" font-weight="600">{_e(label)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_e(label)}" font-size="11" font-family="system-ui, sans-serif">',
+        f"<title>{_e(label)}: {_e(meaning)} among the top k</title>",
+        f'<text x="{left}" y="16" font-size="13" font-weight="600">{_e(label)}</text>',
+    ]
     step = 0.1 if 1 - low <= 0.6 else 0.2
     ticks = [round(1 - step * i, 2) for i in range(int(round((1 - low) / step)) + 1)]
     for v in ticks:
@@ -112,7 +117,9 @@ def _plot(curves: dict, label: str, meaning: str, depth: int) -> str:
         out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for k in (1, 5, 10, depth):
             if k <= len(curve):
-                out.append(f'<circle cx="{x(k):.1f}" cy="{y(curve[k - 1]):.1f}" r="2.5" fill="{colour}"><title>{mode} @{k}: {curve[k - 1]:.3f}</title></circle>')
+                out.append(
+                    f'<circle cx="{x(k):.1f}" cy="{y(curve[k - 1]):.1f}" r="2.5" fill="{colour}"><title>{mode} @{k}: {curve[k - 1]:.3f}</title></circle>'
+                )
         lx = 4 + n * (width - 8) / len(curves)
         out.append(f'<line x1="{lx:.0f}" x2="{lx + 16:.0f}" y1="{legend_y - 4}" y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"/>')
         out.append(f'<text x="{lx + 20:.0f}" y="{legend_y}">{_e(mode)} @5 {curve[min(5, len(curve)) - 1]:.3f}</text>')
@@ -130,13 +137,13 @@ def _table(summaries: dict, modes: list[str], ks: list[int]) -> str:
         groups.append(("section hit", "section_hit_at"))
     if any(summaries[m].get("answer_hit_at") for m in modes):
         groups.append(("answer hit", "answer_hit_at"))
-    head = "".join(f"<th colspan=\"{len(ks)}\">{name}</th>" for name, _ in groups)
+    head = "".join(f'<th colspan="{len(ks)}">{name}</th>' for name, _ in groups)
     sub = "".join(f"<th>@{k}</th>" for _ in groups for k in ks)
-    lines = ["<table>", f"<tr><th class=\"l\" rowspan=\"2\">mode</th>{head}<th rowspan=\"2\">MRR</th></tr>", f"<tr>{sub}</tr>"]
+    lines = ["<table>", f'<tr><th class="l" rowspan="2">mode</th>{head}<th rowspan="2">MRR</th></tr>', f"<tr>{sub}</tr>"]
     for mode in modes:
         s = summaries[mode]
         cells = "".join(f"<td>{_rate(_get(s.get(key), k))}</td>" for _, key in groups for k in ks)
-        lines.append(f"<tr><td class=\"l\">{_e(mode)}</td>{cells}<td>{_rate(s['mrr'])}</td></tr>")
+        lines.append(f'<tr><td class="l">{_e(mode)}</td>{cells}<td>{_rate(s["mrr"])}</td></tr>')
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -155,9 +162,13 @@ def _misses(rows_by_mode: dict, modes: list[str], depth: int) -> str:
     worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][key] or depth + 1), -(rows[i]["rank"] or depth + 1), i))
     worst = [i for i in worst if (rows[i][key] or depth + 1) > 1][:WORST]
     others = {m: {r["id"]: r for r in rows_by_mode[m]} for m in modes[1:]}
-    out = [f"<h2>The {len(worst)} worst misses ({_e(lead)})</h2>",
-           f"<p class=\"meta\">Questions whose page ranked lowest (or not within the top {depth}); the sources retrieved instead, best first. "
-           "Green: the right page; bold: the right section." + (" Ordered by the rank of the first chunk holding a gold answer." if key == "answer_rank" else "") + "</p>"]
+    out = [
+        f"<h2>The {len(worst)} worst misses ({_e(lead)})</h2>",
+        f'<p class="meta">Questions whose page ranked lowest (or not within the top {depth}); the sources retrieved instead, best first. '
+        "Green: the right page; bold: the right section."
+        + (" Ordered by the rank of the first chunk holding a gold answer." if key == "answer_rank" else "")
+        + "</p>",
+    ]
     for i in worst:
         r = rows[i]
         ranks = [f"{_e(lead)}: {_rank_text(r['rank'], depth)}"]
@@ -165,11 +176,13 @@ def _misses(rows_by_mode: dict, modes: list[str], depth: int) -> str:
         items = []
         for source in r["ranked_sources"][:SHOWN_SOURCES]:
             cls = "section" if source == r["source"] else "page" if source.split("#", 1)[0] == r["source"].split("#", 1)[0] else ""
-            items.append(f"<li class=\"{cls}\">{_e(source)}</li>")
-        out.append(f"<div class=\"miss\"><div class=\"q\">{_e(r['question'])}</div><div class=\"gold\">expected: {_e(r['source'])}</div>"
-                   f"<div class=\"ranks\">first chunk of the right page: {'; '.join(ranks)}</div><ol class=\"src\">{''.join(items)}</ol></div>")
+            items.append(f'<li class="{cls}">{_e(source)}</li>')
+        out.append(
+            f'<div class="miss"><div class="q">{_e(r["question"])}</div><div class="gold">expected: {_e(r["source"])}</div>'
+            f'<div class="ranks">first chunk of the right page: {"; ".join(ranks)}</div><ol class="src">{"".join(items)}</ol></div>'
+        )
     return "\n".join(out)
 
 
 def _rank_text(rank, depth: int) -> str:
-    return f"rank {rank}" if rank is not None else f"<span class=\"none\">not in the top {depth}</span>"
+    return f"rank {rank}" if rank is not None else f'<span class="none">not in the top {depth}</span>'

@@ -9,7 +9,6 @@ be silently meaningless.
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from ragbatch.embedding import Embedder, EmbedderSpec, resolve_embedder
@@ -24,9 +23,7 @@ def store_embedder(store: Path, manifest: dict) -> EmbedderSpec:
         return EmbedderSpec(**recorded)
     spec = resolve_embedder(recorded["name"])
     if recorded["revision"] not in ("local", spec.revision):
-        raise StoreError(
-            f"{store}: built with {recorded['name']} revision {recorded['revision']}, but this machine has revision {spec.revision}"
-        )
+        raise StoreError(f"{store}: built with {recorded['name']} revision {recorded['revision']}, but this machine has revision {spec.revision}")
     return EmbedderSpec(**{**recorded, "path": spec.path})
 
 
@@ -48,7 +45,7 @@ MAX_PER_SECTION = 1
 
 
 def parse_modes(value: str) -> tuple[str, ...]:
-    """"dense,bm25,hybrid" -> the modes in that order, each once; unknown names refused."""
+    """ "dense,bm25,hybrid" -> the modes in that order, each once; unknown names refused."""
     modes = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -64,8 +61,18 @@ class Retriever:
     `chunk_filter` (see filters.py) restricts every mode to the chunks it admits.
     """
 
-    def __init__(self, store: str | Path, device: str = "auto", cache_dir: str | Path | None = None, mode: str = DEFAULT_MODE, chunk_filter=None, modes: tuple[str, ...] | None = None,
-                 max_per_section: int = MAX_PER_SECTION, max_per_page: int = 0, notify=None):
+    def __init__(
+        self,
+        store: str | Path,
+        device: str = "auto",
+        cache_dir: str | Path | None = None,
+        mode: str = DEFAULT_MODE,
+        chunk_filter=None,
+        modes: tuple[str, ...] | None = None,
+        max_per_section: int = MAX_PER_SECTION,
+        max_per_page: int = 0,
+        notify=None,
+    ):
         from ragbatch.store import ChromaStore, reading
         from ragbatch.store_cache import resolve_store
 

@@ -136,7 +136,10 @@ class ChromaStore:
         pairs = []
         for start in range(0, len(ids), self.max_batch):
             page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents", "metadatas"])
-            pairs.extend((i, indexed_text({"text": doc, "context": (meta or {}).get("context")})) for i, doc, meta in zip(page["ids"], page["documents"], page["metadatas"]))
+            pairs.extend(
+                (i, indexed_text({"text": doc, "context": (meta or {}).get("context")}))
+                for i, doc, meta in zip(page["ids"], page["documents"], page["metadatas"])
+            )
         return pairs
 
     def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:

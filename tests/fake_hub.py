@@ -59,16 +59,23 @@ class FakeHub:
                 if handler.headers.get("Authorization") != f"Bearer {self.tokens[repo]}":
                     return self._refuse(handler, 403, "GatedRepo")
             if path.startswith(f"/api/models/{repo}/revision/"):
-                return self._send(handler, body, json.dumps({"id": repo, "sha": sha, "siblings": [{"rfilename": f} for f in self._files(repo)]}).encode(), "application/json")
+                return self._send(
+                    handler, body, json.dumps({"id": repo, "sha": sha, "siblings": [{"rfilename": f} for f in self._files(repo)]}).encode(), "application/json"
+                )
             if path.startswith(f"/api/models/{repo}/tree/"):
                 entries = [
-                    {"type": "file", "path": f, "size": (self.models[repo] / f).stat().st_size, "oid": hashlib.sha1((self.models[repo] / f).read_bytes()).hexdigest()}
+                    {
+                        "type": "file",
+                        "path": f,
+                        "size": (self.models[repo] / f).stat().st_size,
+                        "oid": hashlib.sha1((self.models[repo] / f).read_bytes()).hexdigest(),
+                    }
                     for f in self._files(repo)
                 ]
                 return self._send(handler, body, json.dumps(entries).encode(), "application/json")
             prefix = f"/{repo}/resolve/"
             if path.startswith(prefix):
-                rel = path[len(prefix):].split("/", 1)[1]
+                rel = path[len(prefix) :].split("/", 1)[1]
                 file = self.models[repo] / rel
                 if file.is_file():
                     data = file.read_bytes()

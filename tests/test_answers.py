@@ -12,9 +12,23 @@ QUESTIONS = [{"id": "1", "question": "Q1?", "answers": ["a"], "tag": 1}, {"id": 
 
 def row(qid, schema):
     q = next(q for q in QUESTIONS if q["id"] == qid)
-    return {"id": qid, "question": q["question"], "answer": f"answer {qid}", "sources": ["s.txt"], "chunk_ids": ["c"], "scores": [0.5],
-            "passages_used": 1, "prompt_tokens": 10, "completion_tokens": 2, "cost_usd": 0.0, "llm": "m", "embedder": "e",
-            "finish_reason": "stop", "error": None, **carry_values(q, schema)}
+    return {
+        "id": qid,
+        "question": q["question"],
+        "answer": f"answer {qid}",
+        "sources": ["s.txt"],
+        "chunk_ids": ["c"],
+        "scores": [0.5],
+        "passages_used": 1,
+        "prompt_tokens": 10,
+        "completion_tokens": 2,
+        "cost_usd": 0.0,
+        "llm": "m",
+        "embedder": "e",
+        "finish_reason": "stop",
+        "error": None,
+        **carry_values(q, schema),
+    }
 
 
 def test_schema_has_base_columns_then_carried_fields_renamed_on_clash():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from fake_hub import FakeHub
+
 from ragbatch.answers import BASE_COLUMNS, RUN_METADATA
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
@@ -46,9 +46,10 @@ def write_questions(path, questions):
 
 
 def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp_path):
+    from transformers import AutoTokenizer
+
     from ragbatch.models import resolve_llm
     from ragbatch.prompting import build_prompt
-    from transformers import AutoTokenizer
 
     questions = write_questions(
         tmp_path / "q.jsonl",
@@ -62,7 +63,30 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
     # As a user online runs it (no HF_HUB_OFFLINE): packaged models must still ask no hub.
     online = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_HOME": str(tmp_path / "hf-home")}
     with FakeHub({}) as hub:
-        result = ragbatch("ask", questions, "--store", store, "--out", out, "--k", 2, "--max-tokens", 24, "--max-model-len", 2048, "--price-prompt", 1.0, "--price-completion", 2.0, "--count-tokens", "cl100k_base", "--vllm-arg", "max_num_seqs=8", "--json", env={**online, "HF_ENDPOINT": hub.url})
+        result = ragbatch(
+            "ask",
+            questions,
+            "--store",
+            store,
+            "--out",
+            out,
+            "--k",
+            2,
+            "--max-tokens",
+            24,
+            "--max-model-len",
+            2048,
+            "--price-prompt",
+            1.0,
+            "--price-completion",
+            2.0,
+            "--count-tokens",
+            "cl100k_base",
+            "--vllm-arg",
+            "max_num_seqs=8",
+            "--json",
+            env={**online, "HF_ENDPOINT": hub.url},
+        )
     assert result.returncode == 3, result.stderr  # done, but a row failed (README's exit codes)
     assert "1 of 3 questions failed" in result.stderr
     assert hub.requests == []
@@ -106,10 +130,28 @@ def _chunk_texts(store, ids):
 
 
 def test_a_killed_run_resumes_without_redoing_finished_ids(store, tmp_path):
-    questions = write_questions(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"What is fact number {i} about {['Zubrowka', 'brodo', 'Firefly', 'Trentino'][i % 4]}?"} for i in range(40)])
+    questions = write_questions(
+        tmp_path / "q.jsonl",
+        [{"id": f"q{i}", "question": f"What is fact number {i} about {['Zubrowka', 'brodo', 'Firefly', 'Trentino'][i % 4]}?"} for i in range(40)],
+    )
     out = tmp_path / "a.parquet"
     parts = tmp_path / "a.parquet.parts"
-    args = [sys.executable, str(ROOT / "cli.py"), "ask", str(questions), "--store", str(store), "--out", str(out), "--k", "1", "--max-tokens", "48", "--part-rows", "2"]
+    args = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "ask",
+        str(questions),
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--k",
+        "1",
+        "--max-tokens",
+        "48",
+        "--part-rows",
+        "2",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None and not list(parts.glob("part-*.parquet")):

@@ -116,8 +116,11 @@ def test_overlap_must_be_smaller_than_size(tokenizer_json):
 def test_context_line_names_the_page_and_the_section_path():
     from ragbatch.chunking import chunk_context
 
-    sphinx = {"source": "data/transforming-data.html#configuring-batch-format", "page_title": "Transforming Data — Ray 3.0.0",
-              "headings": ["Transforming Data", "Transforming batches", "Configuring batch format"]}
+    sphinx = {
+        "source": "data/transforming-data.html#configuring-batch-format",
+        "page_title": "Transforming Data — Ray 3.0.0",
+        "headings": ["Transforming Data", "Transforming batches", "Configuring batch format"],
+    }
     # The page's own first heading names it; the <title>'s site name is left out.
     assert chunk_context(sphinx) == "Transforming Data › Transforming batches › Configuring batch format"
     other = {"source": "faq.html#install", "page_title": "Ray FAQ", "headings": ["Install"]}
@@ -130,8 +133,11 @@ def test_context_line_names_the_page_and_the_section_path():
 def test_chunks_keep_their_text_and_carry_the_context_embedded_with_it(tokenizer_json):
     from ragbatch.chunking import indexed_text
 
-    record = {**section("Use batch_format to pick pandas or numpy.", source="t.html#fmt", title="Configuring batch format"),
-              "page_title": "Transforming Data — Ray", "headings": ["Transforming Data", "Configuring batch format"]}
+    record = {
+        **section("Use batch_format to pick pandas or numpy.", source="t.html#fmt", title="Configuring batch format"),
+        "page_title": "Transforming Data — Ray",
+        "headings": ["Transforming Data", "Configuring batch format"],
+    }
     [chunk] = Chunker(tokenizer_json, ChunkingParams(64, 0)).chunk_file([record])
     assert chunk["text"] == "Use batch_format to pick pandas or numpy."  # stored, shown and cited as it was
     assert chunk["context"] == "Transforming Data › Configuring batch format"

@@ -32,10 +32,7 @@ RAY_RANKED = {
 
 
 def ray_rows(store_pages=None):
-    return [
-        question_row(q, [(s, "") for s in RAY_RANKED[q["id"]]], KS, store_pages=store_pages)
-        for q in RAY
-    ]
+    return [question_row(q, [(s, "") for s in RAY_RANKED[q["id"]]], KS, store_pages=store_pages) for q in RAY]
 
 
 def test_page_of_strips_anchor():
@@ -186,8 +183,15 @@ def test_f1():
 
 @pytest.mark.parametrize(
     "answer",
-    ["I don't know", "I do not know.", "i dont know", "Don't know!", "I DON\u2019T KNOW",
-     "Sorry, I don't know the answer.", "I don't know. The context does not say."],
+    [
+        "I don't know",
+        "I do not know.",
+        "i dont know",
+        "Don't know!",
+        "I DON\u2019T KNOW",
+        "Sorry, I don't know the answer.",
+        "I don't know. The context does not say.",
+    ],
 )
 def test_dont_know_detected(answer):
     assert is_dont_know(answer)

@@ -43,9 +43,7 @@ def generate(generator, prompts, **settings):
 
 
 def chat_prompt(generator, question, passages=()):
-    return build_prompt(
-        generator.tokenizer, question, list(passages), generator.context_window, 64
-    ).token_ids
+    return build_prompt(generator.tokenizer, question, list(passages), generator.context_window, 64).token_ids
 
 
 def test_engine_settings(llm_generator):
@@ -54,15 +52,12 @@ def test_engine_settings(llm_generator):
 
 
 def test_one_batched_call_with_exact_token_counts(llm_generator, sent_and_received):
-    prompts = [
-        chat_prompt(llm_generator, q)
-        for q in ["What is the capital of France?", "Name a colour.", "Say hello."]
-    ]
+    prompts = [chat_prompt(llm_generator, q) for q in ["What is the capital of France?", "Name a colour.", "Say hello."]]
     results = generate(llm_generator, prompts, max_tokens=8, temperature=0.0, seed=1)
 
     calls, outputs = sent_and_received
     assert len(calls) == 1  # every prompt queued in one call, before the engine's first step
-    (sent, busy), = calls
+    ((sent, busy),) = calls
     assert len(sent) == 3 and not busy
     outputs = sorted(outputs, key=lambda out: int(out.request_id))  # vLLM numbers them in order
     assert len(results) == len(outputs) == 3
@@ -94,10 +89,7 @@ def test_answers_from_the_context(llm_generator):
 
 def test_same_seed_same_sample(llm_generator):
     prompt = chat_prompt(llm_generator, "Write one word about the sea.")
-    first, second = (
-        generate(llm_generator, [prompt], max_tokens=4, temperature=1.0, seed=7)[0].text
-        for _ in range(2)
-    )
+    first, second = (generate(llm_generator, [prompt], max_tokens=4, temperature=1.0, seed=7)[0].text for _ in range(2))
     assert first == second
 
 
@@ -106,9 +98,7 @@ def test_empty_batch(llm_generator):
 
 
 def test_stream_yields_each_prompt_once_as_it_finishes(llm_generator):
-    prompts = [
-        chat_prompt(llm_generator, q) for q in ["Say yes.", "Count to five.", "Name a fruit."]
-    ]
+    prompts = [chat_prompt(llm_generator, q) for q in ["Say yes.", "Count to five.", "Name a fruit."]]
     # The reference: one bare LLM.generate of the same prompts (what ask_bench compares with).
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt

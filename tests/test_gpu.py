@@ -70,7 +70,22 @@ def test_index_and_search_on_cuda_without_ray(tmp_path, instructor_shaped):
     (tmp_path / "around.txt").write_text("\n".join(around_paragraphs(40)) + "\n")
     store = tmp_path / "store"
     runner = CliRunner()
-    result = runner.invoke(main, ["index", str(tmp_path / "around.txt"), "--store", str(store), "--embedder", instructor_shaped.path, "--device", "cuda", "--executor", "local", "--json"])
+    result = runner.invoke(
+        main,
+        [
+            "index",
+            str(tmp_path / "around.txt"),
+            "--store",
+            str(store),
+            "--embedder",
+            instructor_shaped.path,
+            "--device",
+            "cuda",
+            "--executor",
+            "local",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["embedded"] == report["chunks"] > 0

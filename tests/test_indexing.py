@@ -214,7 +214,10 @@ def test_thousands_of_queries_at_once_stay_within_sqlite_limits(tmp_path):
 
     rng = np.random.default_rng(0)
     chroma = ChromaStore(tmp_path / "s", "chunks")
-    chunks = [{"id": f"c{i}", "text": f"t{i}", "source": "s.txt", "path": "/s.txt", "root": "/", "title": "", "section": 0, "position": i, "start": 0} for i in range(50)]
+    chunks = [
+        {"id": f"c{i}", "text": f"t{i}", "source": "s.txt", "path": "/s.txt", "root": "/", "title": "", "section": 0, "position": i, "start": 0}
+        for i in range(50)
+    ]
     chroma.upsert(chunks, rng.normal(size=(50, 8)).astype(np.float32))
     try:
         results = chroma.query(rng.normal(size=(5000, 8)).astype(np.float32), 10)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_hub import FakeHub
+
 from ragbatch.conversion import SOURCE_STAMP, cached_conversion
 from ragbatch.embedding import resolve_embedder
 from ragbatch.errors import RagbatchError
@@ -53,10 +53,7 @@ def test_conversion_runs_once_even_when_two_callers_race(tmp_path):
         (out / "config.json").write_text("{}")
 
     target = tmp_path / "models" / "m"
-    threads = [
-        threading.Thread(target=cached_conversion, args=(target, {"v": 1}, slow_convert))
-        for _ in range(2)
-    ]
+    threads = [threading.Thread(target=cached_conversion, args=(target, {"v": 1}, slow_convert)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -209,9 +206,18 @@ def test_index_and_ask_fetch_hub_ids_through_the_cli(tmp_path, llm_folder):
     with FakeHub(models) as hub:
         env = user_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"))
         cli = [sys.executable, str(ROOT / "cli.py")]
-        index = subprocess.run([*cli, "index", "fogg.txt", "--embedder", "tester/minilm", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        index = subprocess.run(
+            [*cli, "index", "fogg.txt", "--embedder", "tester/minilm", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert index.returncode == 0, index.stderr
-        ask = subprocess.run([*cli, "ask", "q.jsonl", "--llm", "tester/smollm2", "--max-tokens", "16", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        ask = subprocess.run(
+            [*cli, "ask", "q.jsonl", "--llm", "tester/smollm2", "--max-tokens", "16", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert ask.returncode == 0, ask.stderr
     assert json.loads(index.stdout)["embedder"] == "tester/minilm"
     report = json.loads(ask.stdout)

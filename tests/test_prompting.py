@@ -67,10 +67,7 @@ def test_token_ids_equal_the_templates_own_tokenization(tokenizer):
 
 def prompt_lengths(tokenizer):
     """Prompt length with the top k passages, k = 0..len(PASSAGES)."""
-    return [
-        len(build_prompt(tokenizer, QUESTION, PASSAGES[:k], 4096, 1).token_ids)
-        for k in range(len(PASSAGES) + 1)
-    ]
+    return [len(build_prompt(tokenizer, QUESTION, PASSAGES[:k], 4096, 1).token_ids) for k in range(len(PASSAGES) + 1)]
 
 
 def test_tight_budget_drops_the_lowest_ranked_passages_whole(tokenizer):

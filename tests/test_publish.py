@@ -26,9 +26,7 @@ def make_store(path: Path, n: int, collection: str = "docs", chunks: int | None 
     import chromadb
 
     client = chromadb.PersistentClient(path=str(path / "chroma"))
-    col = client.create_collection(
-        collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-    )
+    col = client.create_collection(collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     rng = np.random.default_rng(n)
     col.upsert(
         ids=[f"id{i}" for i in range(n)],
@@ -60,11 +58,7 @@ def checksums_verify(folder: Path) -> bool:
     for line in (folder / CHECKSUMS).read_text().splitlines():
         digest, rel = line.split("  ", 1)
         listed[rel] = digest
-    present = {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != CHECKSUMS
-    }
+    present = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
     return listed == present
 
 
@@ -234,9 +228,7 @@ def test_leftovers_of_a_crashed_publish_are_removed(stores, tmp_path):
     (root / ".tmp-books-2-0123456789abcdef").mkdir()  # another store's: not ours to remove
     os.symlink("books.versions/x", root / ".books.link-0123456789abcdef")
     publish(fresh(stores, 30, tmp_path), root)
-    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp")) == [
-        ".tmp-books-2-0123456789abcdef"
-    ]
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp")) == [".tmp-books-2-0123456789abcdef"]
     assert not os.path.lexists(root / ".books.link-0123456789abcdef")
 
 
@@ -249,8 +241,7 @@ def test_reader_racing_a_publisher_sees_whole_versions(stores, tmp_path):
     err_log = tmp_path / "publisher.err"
     with open(err_log, "w") as err:  # a file, so a chatty publisher cannot fill a pipe
         publisher = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "publish_loop.py"), str(root), "2", "2"]
-            + [str(s) for s in sources],
+            [sys.executable, str(REPO / "tests" / "publish_loop.py"), str(root), "2", "2"] + [str(s) for s in sources],
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,

@@ -28,7 +28,10 @@ def test_csv_parquet_and_text(tmp_path):
         {"id": "2", "question": "Where?", "topic": "y"},
     ]
     pq.write_table(pa.table({"question": ["One?", "Two?"], "n": [1, 2]}), tmp_path / "q.parquet")
-    assert read_questions(str(tmp_path / "q.parquet")) == [{"id": text_id("One?"), "question": "One?", "n": 1}, {"id": text_id("Two?"), "question": "Two?", "n": 2}]
+    assert read_questions(str(tmp_path / "q.parquet")) == [
+        {"id": text_id("One?"), "question": "One?", "n": 1},
+        {"id": text_id("Two?"), "question": "Two?", "n": 2},
+    ]
     (tmp_path / "q.txt").write_text("First question?\n\nSecond question?\n")
     assert [q["id"] for q in read_questions(str(tmp_path / "q.txt"))] == [text_id("First question?"), text_id("Second question?")]
 
@@ -96,7 +99,7 @@ def test_bad_lines_are_reported_and_skipped_when_the_caller_goes_on(tmp_path):
     questions = read_questions(str(f), on_problem=problems.append)
     assert [q["question"][:8] for q in questions] == ["First?", "Second?", "x" * 8]
     assert [e.where for e in problems] == [f"{f}:{n}" for n in (2, 3, 5, 7)]
-    assert [e.reason[:14] for e in problems] == ["not UTF-8 text", 'missing or emp', "duplicate id '", "not valid JSON"]
+    assert [e.reason[:14] for e in problems] == ["not UTF-8 text", "missing or emp", "duplicate id '", "not valid JSON"]
     with pytest.raises(InputFileError, match=r"q.jsonl:2: not UTF-8"):
         read_questions(str(f))  # without a handler the first bad line stops the read
 

@@ -121,9 +121,7 @@ def test_sphinx_html_nested_sections(tmp_path):
     top, batch, deep = records
     assert top["title"] == "Transforming data"
     # Nested sections are left out; text after them belongs to the parent again.
-    assert top["text"] == (
-        "Transforming data\n\nIntro paragraph of the page.\n\nClosing words of the top section."
-    )
+    assert top["text"] == ("Transforming data\n\nIntro paragraph of the page.\n\nClosing words of the top section.")
     assert batch["title"] == "Configuring batch format"
     assert batch["text"] == (
         "Configuring batch format\n\n"
@@ -145,8 +143,7 @@ def test_sphinx_html_nested_sections(tmp_path):
         ["Transforming data", "Only subsections", "Deep"],
     ]
     everything = "\n".join(r["text"] + r["title"] for r in records)
-    for chrome in ("#", "¶", "[source]", "Navigation", "tracking", "color", "Site header", "Copyright",
-                   "more()", "Advertisement", "comment"):
+    for chrome in ("#", "¶", "[source]", "Navigation", "tracking", "color", "Site header", "Copyright", "more()", "Advertisement", "comment"):
         assert chrome not in everything
 
 
@@ -213,9 +210,7 @@ def test_html_content_falls_back_to_article_then_body(tmp_path):
     body.write_text("<p>Just a fragment.</p>")
 
     assert [r["text"] for r in read(article)] == ["Article text."]
-    assert [(r["source"], r["title"], r["text"]) for r in read(body)] == [
-        ("body.html", "Just a fragment.", "Just a fragment.")
-    ]
+    assert [(r["source"], r["title"], r["text"]) for r in read(body)] == [("body.html", "Just a fragment.", "Just a fragment.")]
 
 
 # --- Markdown
@@ -261,15 +256,17 @@ Under a setext heading.
         ("guide.md#setext-heading", "Setext heading"),
     ]
     assert records[0]["text"] == "Intro before headings."
-    assert records[1]["text"] == (
-        'Getting Started!\n\nSome *text*.\n\n```python\n# not a heading\nprint("hi")\n```'
-    )
+    assert records[1]["text"] == ('Getting Started!\n\nSome *text*.\n\n```python\n# not a heading\nprint("hi")\n```')
     assert records[5]["text"] == "Setext heading\n\nUnder a setext heading."
     assert [r["section"] for r in records] == list(range(6))
     assert {r["page_title"] for r in records} == {"Getting Started!"}  # the first heading
     assert [r["headings"] for r in records] == [
-        [], ["Getting Started!"], ["Getting Started!", "API: read_file()"], ["Getting Started!", "Getting started"],
-        ["Getting Started!"], ["Getting Started!", "Setext heading"],
+        [],
+        ["Getting Started!"],
+        ["Getting Started!", "API: read_file()"],
+        ["Getting Started!", "Getting started"],
+        ["Getting Started!"],
+        ["Getting Started!", "Setext heading"],
     ]
 
 
@@ -352,9 +349,16 @@ def test_discover_directory(docs):
 def test_discover_file_glob_missing_and_duplicates(docs, monkeypatch):
     monkeypatch.chdir(docs.parent)
 
-    found = discover([
-        "docs/b.txt", "docs/**/*.htm*", "missing.txt", "docs/*.rst", "./docs/b.txt", "docs/report.pdf",
-    ])
+    found = discover(
+        [
+            "docs/b.txt",
+            "docs/**/*.htm*",
+            "missing.txt",
+            "docs/*.rst",
+            "./docs/b.txt",
+            "docs/report.pdf",
+        ]
+    )
 
     assert found.files == [
         {"path": str(docs / "b.txt"), "root": str(docs / "b.txt"), "relpath": "b.txt"},
@@ -391,8 +395,7 @@ def error_for(path: Path) -> InputFileError:
         ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file (contains NUL bytes)"),
         ("empty.txt", b"", "empty file"),
         ("blank.md", b"  \n\t\r\n", "empty file (only whitespace)"),
-        ("nothing.html", b"<html><body><nav>menu</nav><script>x()</script><div> </div></body></html>",
-         "no text found (looked in its <body>)"),
+        ("nothing.html", b"<html><body><nav>menu</nav><script>x()</script><div> </div></body></html>", "no text found (looked in its <body>)"),
         ("head-only.html", b"<html><head><title>Title</title></head></html>", "no text found"),
         ("headings.md", b"# Only\n## Headings\n", "no text found"),
         ("wide.txt", "wide text".encode("utf-16"), "UTF-16 text; convert it to UTF-8"),
@@ -415,9 +418,7 @@ def test_non_utf8_names_file_line_and_offset(tmp_path, monkeypatch):
 
     error = error_for(tmp_path / "docs" / "a.txt")
 
-    assert str(error) == (
-        "docs/a.txt:2: not UTF-8 text (invalid byte 0xff at offset 15); convert it to UTF-8 or remove it"
-    )
+    assert str(error) == ("docs/a.txt:2: not UTF-8 text (invalid byte 0xff at offset 15); convert it to UTF-8 or remove it")
 
 
 def test_unreadable_file(tmp_path):
@@ -453,13 +454,15 @@ def test_real_sphinx_page_fixture():
 
 
 @pytest.mark.skipif(not RAYDOCS.is_dir(), reason="shared/eval/raydocs-dev is not checked out beside the repo")
-@pytest.mark.parametrize("source", [
-    "data/examples/batch_training.html"
-    "#transforming-a-dataset-in-parallel-using-custom-functions-a-class-anchor-id-transform-ds-a",
-    "cluster/vms/user-guides/logging.html#log-persistence",
-    "rllib/package_ref/doc/ray.rllib.algorithms.algorithm_config.AlgorithmConfig.resources.html"
-    "#ray-rllib-algorithms-algorithm-config-algorithmconfig-resources",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "data/examples/batch_training.html#transforming-a-dataset-in-parallel-using-custom-functions-a-class-anchor-id-transform-ds-a",
+        "cluster/vms/user-guides/logging.html#log-persistence",
+        "rllib/package_ref/doc/ray.rllib.algorithms.algorithm_config.AlgorithmConfig.resources.html"
+        "#ray-rllib-algorithms-algorithm-config-algorithmconfig-resources",
+    ],
+)
 def test_real_raydocs_question_sources_are_produced(source):
     questions = [json.loads(line) for line in (RAYDOCS / "questions.jsonl").read_text().splitlines()]
     assert source in {q["source"] for q in questions}
@@ -473,8 +476,7 @@ def test_real_raydocs_question_sources_are_produced(source):
 
 def test_import_does_not_load_parsers():
     code = "import sys, ragbatch.readers; print(sorted({'bs4', 'lxml', 'markdown_it'} & set(sys.modules)))"
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).parents[1]).stdout
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout
 
     assert output.strip() == "[]"
 

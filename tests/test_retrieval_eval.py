@@ -61,7 +61,9 @@ def test_hybrid_works_on_the_published_copy_and_matches_the_local_store(store, t
 
 
 def test_eval_metrics_on_a_store_where_every_rank_is_known(store, tmp_path):
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], out=tmp_path / "rows.parquet", retrieval="hybrid"), make_progress(False))
+    summary, rows = evaluate(
+        EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], out=tmp_path / "rows.parquet", retrieval="hybrid"), make_progress(False)
+    )
     # Four answerable questions, each about a different, unambiguous chunk; one source
     # is not in the store at all and must be counted, not scored.
     assert summary["questions"] == 5 and summary["missing_sources"] == 1 and summary["scored"] == 4
@@ -77,7 +79,10 @@ def test_eval_metrics_on_a_store_where_every_rank_is_known(store, tmp_path):
 def test_eval_scores_answers_from_an_answers_file(store, tmp_path):
     import pyarrow as pa
 
-    pq.write_table(pa.table({"id": ["etna", "starter", "sicilian", "rook"], "answer": ["Sicily", "Wild yeast and lactobacilli.", "I don't know.", "a king and a rook"]}), tmp_path / "a.parquet")
+    pq.write_table(
+        pa.table({"id": ["etna", "starter", "sicilian", "rook"], "answer": ["Sicily", "Wild yeast and lactobacilli.", "I don't know.", "a king and a rook"]}),
+        tmp_path / "a.parquet",
+    )
     summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], answers=tmp_path / "a.parquet"), make_progress(False))
     # EM: Sicily 1, "wild yeast and lactobacilli" 0, "i dont know" 0, "king and rook" vs "a king and a rook" -> normalised "king and rook" == 1
     assert summary["exact_match"] == pytest.approx(2 / 4)

@@ -97,7 +97,9 @@ def test_eval_scores_several_modes_from_one_embedding_pass(store, monkeypatch, t
     calls = []
     original = Embedder.embed_queries
     monkeypatch.setattr(Embedder, "embed_queries", lambda self, texts: calls.append(len(texts)) or original(self, texts))
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval="dense,bm25,hybrid", out=tmp_path / "rows.parquet"), make_progress(False))
+    summary, rows = evaluate(
+        EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3], retrieval="dense,bm25,hybrid", out=tmp_path / "rows.parquet"), make_progress(False)
+    )
     assert calls == [len(REFERENCES)]  # questions embedded once for all three modes
     assert list(summary["modes"]) == ["dense", "bm25", "hybrid"] and summary["retrieval"] == "dense,bm25,hybrid"
     assert summary["hit_at"] == summary["modes"]["dense"]["hit_at"]  # the first mode's figures on top
@@ -110,20 +112,24 @@ def test_eval_scores_several_modes_from_one_embedding_pass(store, monkeypatch, t
 
 
 def test_eval_filter_leaves_other_pages_out(store):
-    summary, rows = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1], chunk_filter=ChunkFilter.parse(source_prefix="data/")), make_progress(False))
+    summary, rows = evaluate(
+        EvalOptions(str(store / "refs.jsonl"), store / "store", [1], chunk_filter=ChunkFilter.parse(source_prefix="data/")), make_progress(False)
+    )
     assert all(s.startswith("data/") for r in rows for s in r["ranked_sources"])
     assert summary["filter"] == "source starts with 'data/'"
 
 
 def test_html_report_is_self_contained(store, tmp_path):
     report = tmp_path / "report.html"
-    summary, _ = evaluate(EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3, 5], retrieval="hybrid,dense,bm25", report=report), make_progress(False))
+    summary, _ = evaluate(
+        EvalOptions(str(store / "refs.jsonl"), store / "store", [1, 3, 5], retrieval="hybrid,dense,bm25", report=report), make_progress(False)
+    )
     page = report.read_text()
     assert summary["report"] == str(report)
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 2  # page and section curves
     assert not re.search(r"(src|href)=|https?://(?!www\.w3\.org/2000/svg)|<script|<link", page)  # nothing fetched, no script
     for mode in ("hybrid", "dense", "bm25"):
-        assert f"<td class=\"l\">{mode}</td>" in page  # one summary row per mode
+        assert f'<td class="l">{mode}</td>' in page  # one summary row per mode
     assert "worst misses" in page
 
 

@@ -48,8 +48,7 @@ def read_file(file: dict) -> list[dict]:
     elif suffix == ".txt":
         sections = [(*plain_text_section(text), [])]
     else:
-        raise InputFileError(shown, f"unsupported type {suffix or 'without extension'}; "
-                                    f"ragbatch reads {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+        raise InputFileError(shown, f"unsupported type {suffix or 'without extension'}; ragbatch reads {', '.join(sorted(SUPPORTED_SUFFIXES))}")
     return [
         {
             "path": path,

@@ -8,22 +8,48 @@ from ragbatch.readers.text import short_title, tidy_line
 
 # Page chrome, dropped along with <aside>, <header> and <footer> (see _is_chrome). Not
 # [hidden] elements: sphinx-tabs hides every tab but the first (the Java version of an example).
-_DROPPED_TAGS = {"head", "nav", "script", "style", "form", "noscript", "button", "template",
-                 "iframe", "svg", "object", "select", "textarea"}
+_DROPPED_TAGS = {"head", "nav", "script", "style", "form", "noscript", "button", "template", "iframe", "svg", "object", "select", "textarea"}
 _DROPPED_CLASSES = {"headerlink", "viewcode-link", "viewcode-back"}  # Sphinx permalinks, [source]
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 # Elements whose start and end break the text into blocks; everything else is inline.
 _BLOCK_TAGS = _HEADINGS | {
-    "address", "article", "blockquote", "br", "caption", "dd", "details", "dialog", "div", "dl",
-    "dt", "fieldset", "figcaption", "figure", "hr", "li", "main", "ol", "p", "pre", "section",
-    "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+    "address",
+    "article",
+    "blockquote",
+    "br",
+    "caption",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "hr",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "ul",
 }
 
 
 class _Record:
     """A section being collected: its anchor, its title and its text blocks."""
 
-    def __init__(self, anchor: str, title: str = "", parent: "_Record | None" = None):
+    def __init__(self, anchor: str, title: str = "", parent: _Record | None = None):
         self.anchor, self.title, self.parent = anchor, title, parent
         self.ids: list[str] = []  # other elements' ids inside it: link targets within the section
         self.blocks: list[str] = []
@@ -100,8 +126,7 @@ def _main_content(text: str) -> tuple[str, str, str]:
 
 
 def _content_element(page):
-    for find in (lambda: page.iter("main"), lambda: page.xpath("//*[@role='main']"),
-                 lambda: page.iter("article"), lambda: page.iter("body")):
+    for find in (lambda: page.iter("main"), lambda: page.xpath("//*[@role='main']"), lambda: page.iter("article"), lambda: page.iter("body")):
         for element in find():
             return element
     return page
@@ -117,8 +142,7 @@ def _is_chrome(element) -> bool:
     if element.tag in _DROPPED_TAGS or not classes.isdisjoint(_DROPPED_CLASSES):
         return True
     # A <header> or <footer> is page chrome, unless it holds the article's heading.
-    return element.tag in ("header", "footer") and not any(
-        child.tag in _HEADINGS for child in element.iter())
+    return element.tag in ("header", "footer") and not any(child.tag in _HEADINGS for child in element.iter())
 
 
 def _is_section(tag) -> bool:
@@ -134,8 +158,7 @@ def _heading_anchor(heading) -> str:
     if child:
         return child.get("id") or child.get("name")
     parent = heading.parent
-    if (parent is not None and parent.get("id") and not _is_section(parent)
-            and parent.find(True) is heading):
+    if parent is not None and parent.get("id") and not _is_section(parent) and parent.find(True) is heading:
         return parent["id"]
     return ""
 

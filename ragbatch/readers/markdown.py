@@ -42,8 +42,7 @@ def markdown_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, 
         stop = headings[number + 1][0] if number + 1 < len(headings) else len(lines)
         body = _tidy_markdown("\n".join(lines[end:stop]))
         if body:  # a heading directly followed by a sub-heading gives no record of its own
-            sections.append((anchor, short_title(title) or anchor,
-                             f"{title}\n\n{body}" if title else body, path))
+            sections.append((anchor, short_title(title) or anchor, f"{title}\n\n{body}" if title else body, path))
     if not sections:
         raise InputFileError(shown, "no text found (only headings or markup)")
     page_title = next((title for _, _, _, title, path in headings if len(path) == 1 and title), "")

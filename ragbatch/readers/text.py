@@ -20,16 +20,14 @@ def read_utf8_text(path: str, shown: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputFileError(shown, "UTF-16 text; convert it to UTF-8")
     if b"\x00" in data:
-        raise InputFileError(
-            shown, "binary file (contains NUL bytes); ragbatch reads UTF-8 text, HTML and Markdown")
+        raise InputFileError(shown, "binary file (contains NUL bytes); ragbatch reads UTF-8 text, HTML and Markdown")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise InputFileError(
             f"{shown}:{line}",
-            f"not UTF-8 text (invalid byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "convert it to UTF-8 or remove it",
+            f"not UTF-8 text (invalid byte 0x{data[error.start]:02x} at offset {error.start}); convert it to UTF-8 or remove it",
         ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
