@@ -56,9 +56,14 @@ def export_onnx(model_dir: str, out: Path) -> Path:
     axes = {0: "batch", 1: "seq"}
     with torch.no_grad():
         torch.onnx.export(
-            model, (ids, ids, torch.zeros_like(ids)), str(out), input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["last_hidden_state"], dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "last_hidden_state": axes},
-            opset_version=17, dynamo=False,
+            model,
+            (ids, ids, torch.zeros_like(ids)),
+            str(out),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "last_hidden_state": axes},
+            opset_version=17,
+            dynamo=False,
         )
     return out
 
@@ -96,9 +101,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import onnxruntime as ort
     import torch
+    from gpu_embed_bench import chunks_of_around
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from gpu_embed_bench import chunks_of_around
     from ragbatch.embedding import Embedder, resolve_embedder
 
     torch.set_num_threads(args.threads)
@@ -127,8 +132,10 @@ def main() -> None:
     except ImportError:
         print("openvino not importable: skipped")
 
-    print(f"{len(texts)} chunks of corpora/around.txt; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
-          f"onnxruntime {ort.__version__}, {args.threads} threads, batch {BATCH}")
+    print(
+        f"{len(texts)} chunks of corpora/around.txt; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+        f"onnxruntime {ort.__version__}, {args.threads} threads, batch {BATCH}"
+    )
     reference = None
     rows = []
     for name, encode in backends.items():

@@ -70,7 +70,10 @@ def write(folder: str, vectors: np.ndarray, docs: list[str], hnsw: dict, block: 
                 ids=[f"{i:032x}" for i in range(part, end)],
                 embeddings=vectors[part:end],
                 documents=docs[part:end],
-                metadatas=[{"source": f"doc{i // 40}.txt", "path": f"/c/doc{i // 40}.txt", "root": "/c", "title": "", "section": 0, "position": i % 40, "start": 0} for i in range(part, end)],
+                metadatas=[
+                    {"source": f"doc{i // 40}.txt", "path": f"/c/doc{i // 40}.txt", "root": "/c", "title": "", "section": 0, "position": i % 40, "start": 0}
+                    for i in range(part, end)
+                ],
             )
     client.close()
     return time.perf_counter() - started
