@@ -176,6 +176,13 @@ MAX_PER_PAGE_OPTION = click.option(
 )
 
 
+def selection_options(command):
+    """Which chunks may be retrieved, the same on search, ask and eval: filters and diversity."""
+    for option in (MAX_PER_PAGE_OPTION, MAX_PER_SECTION_OPTION, SOURCE_PREFIX_OPTION, WHERE_OPTION):
+        command = option(command)
+    return command
+
+
 def chunk_filter(where, source_prefix):
     from ragbatch.filters import ChunkFilter
 
@@ -244,10 +251,7 @@ def check(store, as_json):
     "--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose)."
 )
 @RETRIEVAL_OPTION
-@WHERE_OPTION
-@SOURCE_PREFIX_OPTION
-@MAX_PER_SECTION_OPTION
-@MAX_PER_PAGE_OPTION
+@selection_options
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
@@ -337,10 +341,7 @@ def ask(
 @store_option(READ_STORE_HELP)
 @K_OPTION
 @RETRIEVAL_OPTION
-@WHERE_OPTION
-@SOURCE_PREFIX_OPTION
-@MAX_PER_SECTION_OPTION
-@MAX_PER_PAGE_OPTION
+@selection_options
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
@@ -386,10 +387,7 @@ def parse_ks(ctx, param, value: str) -> list[int]:
 @click.option(
     "--retrieval", default="hybrid", show_default=True, help="dense, bm25, hybrid, or several separated by commas (one row each, one embedding pass)."
 )
-@WHERE_OPTION
-@SOURCE_PREFIX_OPTION
-@MAX_PER_SECTION_OPTION
-@MAX_PER_PAGE_OPTION
+@selection_options
 @DEVICE_OPTION
 @JSON_OPTION
 @handle_errors
