@@ -258,7 +258,7 @@ def _base_row(question: dict, hits, llm: str, embedder: str, schema, count_encod
         "id": question["id"],
         "question": question["question"],
         "answer": None,
-        "sources": [h.source for h in hits],
+        "sources": [h.cited for h in hits],
         "chunk_ids": [h.chunk_id for h in hits],
         "scores": [round(h.score, 6) for h in hits],
         "passages_used": 0,

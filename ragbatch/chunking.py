@@ -20,6 +20,7 @@ a block, not across a block cut.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -118,6 +119,7 @@ class Chunker:
         seen: dict[tuple[str, str], int] = {}
         for section in sections:
             context = chunk_context(section) if self.params.context else ""
+            lines = LineRanges(section["text"], section.get("line_numbers"))
             pieces = [(offset + start, text) for offset, block in self._blocks(section["text"]) for start, text in self._split(block)]
             for start, text in pieces:
                 key = (section["source"], text)
@@ -133,12 +135,32 @@ class Chunker:
                         "section": section["section"],
                         "position": len(chunks),
                         "start": start,
+                        "lines": lines.of(start, len(text)),
                         "text": text,
                         "context": context,
                         "anchors": " ".join(section.get("anchors") or []),
                     }
                 )
         return chunks
+
+
+class LineRanges:
+    """`L120-L134`: the file lines a piece of a section's text came from.
+
+    Not part of a chunk id: an edit above a chunk moves its lines but not its text, and
+    must not re-embed it (indexing refreshes the stored range instead).
+    """
+
+    def __init__(self, text: str, line_numbers):
+        self.numbers = line_numbers if line_numbers is not None and len(line_numbers) else None
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)] if self.numbers is not None else []
+
+    def of(self, start: int, length: int) -> str:
+        if self.numbers is None:
+            return ""
+        first = self.numbers[bisect.bisect_right(self.starts, start) - 1]
+        last = self.numbers[bisect.bisect_right(self.starts, start + max(length, 1) - 1) - 1]
+        return f"L{first}" if first == last else f"L{first}-L{last}"
 
 
 def chunk_context(section: dict) -> str:

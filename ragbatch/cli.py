@@ -356,7 +356,7 @@ def search(question, store, k, retrieval, where, source_prefix, max_per_section,
         hits = retriever.search([question], k)[0]
     finally:
         retriever.close()
-    results = [{"rank": rank, "source": h.source, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text} for rank, h in enumerate(hits, start=1)]
+    results = [{"rank": rank, "source": h.cited, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text} for rank, h in enumerate(hits, start=1)]
     if as_json:
         click.echo(json.dumps({"question": question, "store": str(store), "retrieval": retrieval, "results": results}))
     else:

@@ -17,7 +17,7 @@ from ragbatch.chunking import Chunker, ChunkingParams
 from ragbatch.embedding import EmbedderLoader, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
-from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
+from ragbatch.store import BackgroundWriter, ChromaStore, Stored, place_of, store_lock
 
 COLLECTION = "chunks"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
@@ -88,7 +88,20 @@ def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
     return [{**chunk, "error": ""} for chunk in chunks]
 
 
-_EMPTY_CHUNK = {"id": "", "source": "", "path": "", "root": "", "title": "", "section": 0, "position": 0, "start": 0, "text": "", "context": "", "anchors": ""}
+_EMPTY_CHUNK = {
+    "id": "",
+    "source": "",
+    "path": "",
+    "root": "",
+    "title": "",
+    "section": 0,
+    "position": 0,
+    "start": 0,
+    "lines": "",
+    "text": "",
+    "context": "",
+    "anchors": "",
+}
 
 
 def choose_executor(name: str, files: list[dict]) -> str:
@@ -130,11 +143,11 @@ def settle_settings(options: IndexOptions, manifest: dict | None, notices: list[
     return spec, info, ChunkingParams(size, overlap)
 
 
-def stale_ids(existing: dict[str, tuple[str, str]], current: set[str], read_ok: set[str], discovered: set[str], dir_roots: set[str]) -> list[str]:
+def stale_ids(existing: dict[str, Stored], current: set[str], read_ok: set[str], discovered: set[str], dir_roots: set[str]) -> list[str]:
     """Stored chunks to delete: old chunks of files read again, and chunks of files
     that vanished from an indexed directory. Files that failed to read keep theirs."""
     stale = []
-    for chunk_id, (path, root) in existing.items():
+    for chunk_id, (path, root, _) in existing.items():
         if chunk_id in current:
             continue
         if path in read_ok or (root in dir_roots and path not in discovered):
@@ -228,6 +241,7 @@ def write_store(store: Path, manifest: dict, executor, loader, files, chunks, re
         unique = {c["id"]: c for c in chunks}  # the same source indexed twice in one run
         new = [c for cid, c in unique.items() if cid not in existing]
         report.unchanged = len(unique) - len(new)
+        moved = [c for cid, c in unique.items() if cid in existing and existing[cid].place != place_of(c)]
         dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
         stale = stale_ids(existing, set(unique), read_ok, {f["path"] for f in files}, dir_roots)
 
@@ -237,6 +251,8 @@ def write_store(store: Path, manifest: dict, executor, loader, files, chunks, re
                 writer.put(block, vectors)
                 encode_seconds += seconds
                 report.embedded += len(block)
+        if moved:
+            chroma.refresh_places(moved)
         if stale:
             chroma.delete(stale)
         report.deleted = len(stale)
@@ -245,7 +261,7 @@ def write_store(store: Path, manifest: dict, executor, loader, files, chunks, re
         if report.embedded:
             report.ms_per_vector = 1000 * encode_seconds / report.embedded
         stale_set = set(stale)
-        paths = {path for cid, (path, _) in existing.items() if cid not in stale_set} | {c["path"] for c in new}
+        paths = {stored.path for cid, stored in existing.items() if cid not in stale_set} | {c["path"] for c in new}
         manifest.update(chunks=report.chunks, files=len(paths), updated=now())
         write_manifest(store, manifest)
     finally:

@@ -22,6 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 CHROMA_DIR = "chroma"
 LOCK_FILE = ".ragbatch.lock"
@@ -31,8 +32,11 @@ QUIET_WAIT_SECONDS = 1.0
 # Metadata kept with every vector; `path` and `root` let a re-index find chunks of
 # files that changed or disappeared; `context` (page and section titles) is embedded and
 # BM25-indexed with the text, which is what is stored and shown; `anchors` (space-separated)
-# are the other link targets inside the chunk's section.
-METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start", "context", "anchors")
+# are the other link targets inside the chunk's section; `lines` (plain text: "L120-L134")
+# is where in its file the chunk is. `position`, `start` and `lines` are its place, which
+# an edit above it changes without changing its id (see `ChromaStore.refresh_places`).
+METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start", "lines", "context", "anchors")
+PLACE_KEYS = ("position", "start", "lines")
 # HNSW search breadth (Chroma's default is 100). Hybrid retrieval asks for the top 50 of
 # each list; at ef 100 the approximate top 50 missed 2.2 % of the exact one on raydocs-dev
 # (one to three questions of its hit@5), at 200 0.5 %, at 400 0.1 % (every figure then equal to
@@ -52,11 +56,30 @@ class Hit:
     text: str
     title: str
     anchors: tuple[str, ...] = ()  # other link targets inside its section (see readers.py)
+    lines: str = ""  # "L120-L134" for plain text, else ""
+
+    @property
+    def cited(self) -> str:
+        """The source as answers and search show it: `around.txt#L120-L134`, `page.html#anchor`."""
+        return f"{self.source}#{self.lines}" if self.lines else self.source
 
 
 def _hit(chunk_id: str, text: str, meta: dict, score: float) -> Hit:
     meta = meta or {}
-    return Hit(chunk_id, meta.get("source", ""), float(score), text, meta.get("title", ""), tuple((meta.get("anchors") or "").split()))
+    anchors = tuple((meta.get("anchors") or "").split())
+    return Hit(chunk_id, meta.get("source", ""), float(score), text, meta.get("title", ""), anchors, meta.get("lines") or "")
+
+
+class Stored(NamedTuple):
+    """What a re-index needs to know of a stored chunk."""
+
+    path: str
+    root: str
+    place: tuple  # (position, start, lines), see PLACE_KEYS
+
+
+def place_of(chunk: dict) -> tuple:
+    return tuple(chunk.get(key, "") for key in PLACE_KEYS)
 
 
 class ChromaStore:
@@ -95,9 +118,16 @@ class ChromaStore:
                 return
             offset += len(page["ids"])
 
-    def existing(self) -> dict[str, tuple[str, str]]:
-        """id -> (path, root) of every stored chunk."""
-        return {chunk_id: (meta.get("path", ""), meta.get("root", "")) for chunk_id, meta in self.metadatas()}
+    def existing(self) -> dict[str, Stored]:
+        """id -> (path, root, place) of every stored chunk."""
+        return {chunk_id: Stored(meta.get("path", ""), meta.get("root", ""), place_of(meta)) for chunk_id, meta in self.metadatas()}
+
+    def refresh_places(self, chunks: list[dict]) -> None:
+        """Rewrite the metadata of chunks already stored whose place in their file moved
+        (a paragraph inserted above them); their text, and so their vector, is unchanged."""
+        for start in range(0, len(chunks), self.max_batch):
+            part = chunks[start : start + self.max_batch]
+            self.collection.update(ids=[c["id"] for c in part], metadatas=[{k: c.get(k, "") for k in METADATA_KEYS} for c in part])
 
     def upsert(self, chunks: list[dict], embeddings) -> None:
         for start in range(0, len(chunks), self.max_batch):

@@ -41,6 +41,7 @@ def test_txt_with_bom_crlf_and_one_paragraph_per_line(tmp_path):
         "page_title": "",
         "headings": [],
         "anchors": [],
+        "line_numbers": [1, 2, 2, 3, 3],  # the blank line between two paragraphs gets the next one's
     }
 
 

@@ -4,14 +4,15 @@
 into a list of files to read. `read_file(file)` turns one file into section records,
 plain dicts of str/int so they can cross into Ray Data workers:
 
-    {"path", "root", "source", "title", "section", "text", "page_title", "headings", "anchors"}
+    {"path", "root", "source", "title", "section", "text", "page_title", "headings", "anchors", "line_numbers"}
 
 `source` is the file's path relative to the indexed root, plus `#anchor` for a section
 of an HTML page (its `id`) or of a Markdown file (its GitHub slug). `page_title` is the
 page's <title> (HTML) or first heading (Markdown), "" for text; `headings` is the path of
 section titles from the outermost section down to the record's own; `anchors` are the
 other link targets inside an HTML section (Sphinx labels, glossary terms, API objects:
-`#term-Task`), so a link to one of them can be matched to the section holding it. In a record's text,
+`#term-Task`), so a link to one of them can be matched to the section holding it. `line_numbers`
+(plain text only, else empty) gives the file line of every line of `text`. In a record's text,
 blocks (paragraphs, list items, headings) are separated by a blank line, as the
 paragraphs of a .txt file are; a code block keeps its own lines.
 
@@ -40,13 +41,14 @@ def read_file(file: dict) -> list[dict]:
     shown = _shown_path(path)
     suffix = Path(path).suffix.lower()
     text = read_utf8_text(path, shown)
-    page_title, anchors = "", {}
+    page_title, anchors, line_numbers = "", {}, []
     if suffix in HTML_SUFFIXES:
         sections, page_title, anchors = html_sections(text, shown)
     elif suffix in MARKDOWN_SUFFIXES:
         sections, page_title = markdown_sections(text, shown)
     elif suffix == ".txt":
-        sections = [(*plain_text_section(text), [])]
+        anchor, title, body, line_numbers = plain_text_section(text)
+        sections = [(anchor, title, body, [])]
     else:
         raise InputFileError(shown, f"unsupported type {suffix or 'without extension'}; ragbatch reads {', '.join(sorted(SUPPORTED_SUFFIXES))}")
     return [
@@ -60,6 +62,7 @@ def read_file(file: dict) -> list[dict]:
             "page_title": page_title,
             "headings": headings,
             "anchors": anchors.get(anchor, []),
+            "line_numbers": line_numbers,
         }
         for number, (anchor, title, body, headings) in enumerate(sections)
     ]

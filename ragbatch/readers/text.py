@@ -44,16 +44,29 @@ def short_title(text: str) -> str:
     return title if len(title) <= TITLE_MAX_CHARS else title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
 
-def plain_text_section(text: str) -> tuple[str, str, str]:
-    """One section per .txt file: paragraphs split on blank lines, else one per line."""
-    if re.search(r"\n[ \t]*\n", text.strip()):
-        paragraphs = re.split(r"\n[ \t]*\n", text)
+def plain_text_section(text: str) -> tuple[str, str, str, list[int]]:
+    """One section per .txt file: paragraphs split on blank lines, else one per line.
+
+    Also returns, for every line of the tidied body, the number of the file line it
+    came from (a blank line between paragraphs gets the next paragraph's), so that a
+    chunk can be cited as `notes.txt#L120-L134`.
+    """
+    separator = r"\n[ \t]*\n"
+    if re.search(separator, text.strip()):
+        cuts = [(m.start(), m.end()) for m in re.finditer(separator, text)]
     else:
-        paragraphs = text.split("\n")
-    tidied = []
-    for paragraph in paragraphs:
-        lines = [tidy_line(line) for line in paragraph.split("\n")]
-        if any(lines):
-            tidied.append("\n".join(line for line in lines if line))
+        cuts = [(m.start(), m.end()) for m in re.finditer("\n", text)]
+    spans = zip([0] + [end for _, end in cuts], [start for start, _ in cuts] + [len(text)])
+    tidied, numbers, line, previous = [], [], 1, 0
+    for start, end in spans:
+        line += text.count("\n", previous, start)
+        previous = start
+        kept = [(line + i, tidy_line(raw)) for i, raw in enumerate(text[start:end].split("\n"))]
+        kept = [(number, tidy) for number, tidy in kept if tidy]
+        if kept:
+            if tidied:
+                numbers.append(kept[0][0])  # the blank line between paragraphs
+            tidied.append("\n".join(tidy for _, tidy in kept))
+            numbers.extend(number for number, _ in kept)
     body = "\n\n".join(tidied)
-    return "", short_title(body.split("\n", 1)[0]), body
+    return "", short_title(body.split("\n", 1)[0]), body, numbers
