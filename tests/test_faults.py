@@ -301,3 +301,23 @@ def test_search_during_an_index_run_waits_for_it_and_never_fails(corpus, clean_i
     assert process.returncode == 0, process.stderr.read()
     assert errors == [] and answers and all(n == 3 for n in answers)
     same_store(store, clean_index["v2"])
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+def test_a_200_mb_file_with_no_newline_is_one_line_and_the_rest_is_indexed(corpus, clean_index, tmp_path):
+    """Chunking a 200 MB line would take ~30 GB (the tokenizer's encodings of one line);
+    the file is refused with its line named, the other files are indexed, and the
+    chunks already stored are kept."""
+    store, folder = tmp_path / "store", tmp_path / "v1"
+    shutil.copytree(corpus / "v1", folder)
+    run(*index_args(folder, store))
+    with open(folder / "dump.txt", "w") as f:
+        for _ in range(200):
+            f.write("Passepartout " * (2**20 // 13))  # ~200 MB of words, no line break
+    result = run(*index_args(folder, store), check=False)
+    errors = [line for line in result.stderr.splitlines() if "dump.txt" in line]
+    assert result.returncode == 3 and len(errors) == 1, result.stderr
+    assert "dump.txt:1:" in errors[0] and "no line break" in errors[0] and "Traceback" not in result.stderr
+    same_store(store, clean_index["v1"])

@@ -523,3 +523,14 @@ def test_random_bytes_and_html_nested_ten_thousand_deep_are_one_error_each(tmp_p
         with pytest.raises(InputFileError) as error:  # not a RecursionError or a traceback
             read_file(discover([str(tmp_path / name)]).files[0])
         assert name in str(error.value)
+
+
+def test_a_line_over_a_mebibyte_is_refused_naming_the_line(tmp_path):
+    from ragbatch.readers.text import MAX_LINE_CHARS
+
+    path = tmp_path / "dump.txt"
+    path.write_text("a title\n\n" + "x" * (MAX_LINE_CHARS + 1) + "\nthe end\n")
+    with pytest.raises(InputFileError, match=r"dump\.txt:3: a line of 1,048,577 characters with no line break"):
+        read(path)
+    path.write_text("a title\n\n" + "x" * MAX_LINE_CHARS + "\nthe end\n")  # at the limit: read
+    assert read(path)[0]["line_numbers"][-1] == 4

@@ -30,7 +30,7 @@ from ragbatch.errors import InputFileError
 from ragbatch.readers.discovery import HTML_SUFFIXES, MARKDOWN_SUFFIXES, SUPPORTED_SUFFIXES, Discovery, discover
 from ragbatch.readers.html import html_sections
 from ragbatch.readers.markdown import markdown_sections
-from ragbatch.readers.text import plain_text_section, read_utf8_text
+from ragbatch.readers.text import check_line_lengths, plain_text_section, read_utf8_text
 
 __all__ = ["SUPPORTED_SUFFIXES", "Discovery", "discover", "read_file"]
 
@@ -45,8 +45,10 @@ def read_file(file: dict) -> list[dict]:
     if suffix in HTML_SUFFIXES:
         sections, page_title, anchors = html_sections(text, shown)
     elif suffix in MARKDOWN_SUFFIXES:
+        check_line_lengths(text, shown)
         sections, page_title = markdown_sections(text, shown)
     elif suffix == ".txt":
+        check_line_lengths(text, shown)
         anchor, title, body, line_numbers = plain_text_section(text)
         sections = [(anchor, title, body, [])]
     else:

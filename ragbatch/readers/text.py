@@ -7,6 +7,9 @@ import re
 from ragbatch.errors import InputFileError
 
 TITLE_MAX_CHARS = 100
+# A line of text longer than this is data, not prose (a dump, minified JSON, base64);
+# chunking one takes memory in proportion (3 GB for a 20 MB line), so it is refused.
+MAX_LINE_CHARS = 2**20
 
 
 def read_utf8_text(path: str, shown: str) -> str:
@@ -70,3 +73,19 @@ def plain_text_section(text: str) -> tuple[str, str, str, list[int]]:
             numbers.extend(number for number, _ in kept)
     body = "\n\n".join(tidied)
     return "", short_title(body.split("\n", 1)[0]), body, numbers
+
+
+def check_line_lengths(text: str, shown: str) -> None:
+    """Refuse a text file with a line over MAX_LINE_CHARS, naming the line."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
+        if end - start > MAX_LINE_CHARS:
+            line = text.count("\n", 0, start) + 1
+            raise InputFileError(
+                f"{shown}:{line}",
+                f"a line of {end - start:,} characters with no line break; ragbatch reads text lines of up to {MAX_LINE_CHARS:,} "
+                f"(is it data rather than text? wrap it, e.g. `fold -s -w 1000`)",
+            )
+        start = end + 1
