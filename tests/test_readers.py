@@ -523,6 +523,7 @@ def test_random_bytes_and_html_nested_ten_thousand_deep_are_one_error_each(tmp_p
         with pytest.raises(InputFileError) as error:  # not a RecursionError or a traceback
             read_file(discover([str(tmp_path / name)]).files[0])
         assert name in str(error.value)
+    assert "deep.html:1: HTML nested too deep to read" in str(error.value)  # not "no text found": the text is there
 
 
 def test_a_line_over_a_mebibyte_is_refused_naming_the_line(tmp_path):

@@ -80,7 +80,7 @@ def html_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list
     anchor the other link targets inside it (Sphinx labels, glossary terms, API objects)."""
     from bs4 import BeautifulSoup
 
-    content_html, content_name, page_title = _main_content(text)
+    content_html, content_name, page_title = _main_content(text, shown)
     soup = BeautifulSoup(content_html, "lxml")
     content = soup.find(content_name) or soup
     sections, anchors = [], {}
@@ -97,7 +97,7 @@ def html_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, list
     return sections, page_title, anchors
 
 
-def _main_content(text: str) -> tuple[str, str, str]:
+def _main_content(text: str, shown: str) -> tuple[str, str, str]:
     """The page's main content as HTML without chrome, its tag name, and the page's <title>.
 
     This first pass uses lxml directly: it is C, while BeautifulSoup builds a Python object
@@ -112,6 +112,7 @@ def _main_content(text: str) -> tuple[str, str, str]:
         page = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
     except lxml.etree.ParserError:  # only comments or a doctype
         return "", "body", ""
+    _refuse_cut_short(parser, shown)
     title = tidy_line(page.findtext(".//title") or "")
     content = _content_element(page)
     for element in [e for e in content.iter() if _is_chrome(e)]:
@@ -123,6 +124,16 @@ def _main_content(text: str) -> tuple[str, str, str]:
             pre.remove(child)
         pre.text = code
     return lxml.html.tostring(content, encoding="unicode"), content.tag, title
+
+
+def _refuse_cut_short(parser, shown: str) -> None:
+    """libxml2 stops reading a page nested deeper than 256 elements (a resource limit, not
+    a syntax error): the rest of the page would be silently missing, so refuse it."""
+    for error in parser.error_log:
+        if error.level_name == "FATAL" and error.type_name == "ERR_RESOURCE_LIMIT":
+            raise InputFileError(
+                f"{shown}:{error.line}", f"HTML nested too deep to read ({error.message.split(',')[0].lower()}); the text past that depth would be lost"
+            )
 
 
 def _content_element(page):
