@@ -93,6 +93,31 @@ def test_a_file_that_fails_to_read_keeps_its_stored_chunks(corpus, tmp_path):
     assert report.deleted == 0 and report.chunks == before.chunks
 
 
+def test_files_deleted_or_made_unreadable_during_the_run_are_one_line_each(corpus, tmp_path, monkeypatch):
+    """Between finding the files and reading them, one is deleted and one replaced by
+    something no one can read: each is one error line, the rest is indexed, and the
+    chunks they had are kept (a file that cannot be read now is not known to be gone)."""
+    from ragbatch import readers
+
+    store = tmp_path / "store"
+    before = run([corpus], store)
+    found = readers.discover
+
+    def discover_then_break(paths):
+        discovery = found(paths)
+        (corpus / "guide.md").unlink()
+        (corpus / "journal.txt").unlink()
+        (corpus / "journal.txt").mkdir()  # open() fails for root too, unlike chmod 000
+        return discovery
+
+    monkeypatch.setattr(readers, "discover", discover_then_break)
+    report = run([corpus], store)
+    assert len(report.errors) == 2
+    assert any("guide.md" in e and "No such file" in e for e in report.errors)
+    assert any("journal.txt" in e and "cannot read file" in e for e in report.errors)
+    assert report.files == 1 and report.deleted == 0 and report.chunks == before.chunks
+
+
 def test_bad_inputs_are_skipped_and_the_rest_is_indexed(corpus, tmp_path):
     (corpus / "empty.txt").write_text("")
     (corpus / "blob.txt").write_bytes(b"\x00\x01\x02binary")
