@@ -22,6 +22,9 @@ from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
 COLLECTION = "chunks"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
 RAY_THRESHOLD_BYTES = 64 * 2**20
+# New chunks' texts handed to the BM25 index together: each update costs time in the
+# index's size, so not per block; the texts held meanwhile stay bounded.
+LEXICAL_FLUSH = 16_384
 
 
 @dataclass
@@ -170,11 +173,11 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     loader = EmbedderLoader(spec, options.device, options.batch_size)
     executor = make_executor(executor_name, progress, options.device, options.batch_size)
     try:
-        chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
         if manifest is None:
             manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
             write_manifest(store, manifest)
-        write_store(store, manifest, executor, loader, files, chunks, read_ok, report)
+        chunker = Chunker(info.tokenizer_json, params)
+        write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress)
     finally:
         executor.close()
     report.skipped_files = len(report.errors) + len(report.skipped)
@@ -187,65 +190,78 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     return report
 
 
-def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
-    """Keep the BM25 index in step with Chroma: the same upserts and deletes.
+def write_store(store: Path, manifest: dict, executor, loader, files, read, report: IndexReport, progress) -> None:
+    """Stream files through the executor (read, chunk, embed what is new) into the one
+    writer; then delete what is stale, save the BM25 index and the manifest.
 
-    It is written after Chroma, so after a crash it can only lag behind; a lagging
-    (or missing: a store made before it existed) index is backfilled from Chroma.
+    The driver keeps only ids (of stored and current chunks) and the blocks in flight,
+    never every text of the input: the executors yield block by block.
     """
     from ragbatch.chunking import indexed_text
     from ragbatch.lexical import LexicalIndex
 
-    lexical = LexicalIndex.open(store)
-    upserts = [(c["id"], indexed_text(c)) for c in new]
-    if len(lexical) != len(existing):
-        doomed = set(stale)
-        upserts += chroma.indexed_texts([cid for cid in existing if cid not in doomed])
-    if upserts or stale:
-        lexical.update(upserts, stale)
-        lexical.save()
-
-
-def chunk_files(executor, files: list[dict], chunker: Chunker, report: IndexReport) -> tuple[list[dict], set[str]]:
-    """Every file's chunks; failed files are reported and left out of `read_ok`."""
-    chunks, failed = [], set()
-    for row in executor.map_files(files, lambda f: read_and_chunk(f, chunker)):
-        if row["error"]:
-            report.errors.append(row["error"])
-            failed.add(row["path"])
-        else:
-            chunks.append(row)
-    read_ok = {f["path"] for f in files} - failed
-    report.files = len(read_ok)
-    return chunks, read_ok
-
-
-def write_store(store: Path, manifest: dict, executor, loader, files, chunks, read_ok, report: IndexReport) -> None:
-    """Embed what is new, write it, delete what is stale, then the BM25 index and manifest."""
     chroma = ChromaStore(store, manifest["collection"])
     try:
         existing = chroma.existing()
-        unique = {c["id"]: c for c in chunks}  # the same source indexed twice in one run
-        new = [c for cid, c in unique.items() if cid not in existing]
-        report.unchanged = len(unique) - len(new)
-        dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
-        stale = stale_ids(existing, set(unique), read_ok, {f["path"] for f in files}, dir_roots)
-
+        lexical = LexicalIndex.open(store)
+        lagging = len(lexical) != len(existing)  # a crash, or a store older than BM25
+        current: set[str] = set()  # ids of every chunk of this run's input
+        failed: set[str] = set()
+        new_paths: set[str] = set()  # files with chunks written in this run
+        read_paths: set[str] = set()  # for progress only
+        read_task = progress.add_task("Reading", total=len(files))
+        embed_task = progress.add_task("Embedding", total=None)
         encode_seconds = 0.0
+        words: list[tuple[str, str]] = []  # (id, text) not yet given to the BM25 index
         with BackgroundWriter(chroma) as writer:
-            for block, vectors, seconds in executor.embed(new, loader):
-                writer.put(block, vectors)
+            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader):
+                before = len(read_paths)
+                for row in seen:
+                    read_paths.add(row["path"])
+                    if row["error"]:
+                        report.errors.append(row["error"])
+                        failed.add(row["path"])
+                    else:
+                        current.add(row["id"])
+                # The same source indexed twice in one run: write its chunks once.
+                keep = []
+                for i, chunk in enumerate(block):
+                    if chunk["id"] not in current:
+                        current.add(chunk["id"])
+                        keep.append(i)
+                if len(keep) < len(block):
+                    block, vectors = [block[i] for i in keep], vectors[keep]
+                if block:
+                    writer.put(block, vectors)
+                    words += [(c["id"], indexed_text(c)) for c in block]
+                    if len(words) >= LEXICAL_FLUSH:
+                        lexical.update(words, [])
+                        words = []
+                    new_paths.update(c["path"] for c in block)
+                    report.embedded += len(block)
+                    progress.advance(embed_task, len(block))
+                read_paths.update(new_paths)
                 encode_seconds += seconds
-                report.embedded += len(block)
+                progress.advance(read_task, len(read_paths) - before)
+        report.unchanged = len(current) - report.embedded
+        read_ok = {f["path"] for f in files} - failed
+        report.files = len(read_ok)
+        dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
+        stale = stale_ids(existing, current, read_ok, {f["path"] for f in files}, dir_roots)
         if stale:
             chroma.delete(stale)
         report.deleted = len(stale)
-        update_lexical(store, chroma, existing, new, stale)
+        # BM25 is saved after Chroma, so after a crash it can only lag behind; a lagging
+        # (or missing) index is backfilled from Chroma.
+        doomed = set(stale)
+        backfill = chroma.indexed_texts([cid for cid in existing if cid not in doomed]) if lagging else []
+        if backfill or stale or report.embedded:
+            lexical.update(words + backfill, stale)
+            lexical.save()
         report.chunks = chroma.count()
         if report.embedded:
             report.ms_per_vector = 1000 * encode_seconds / report.embedded
-        stale_set = set(stale)
-        paths = {path for cid, (path, _) in existing.items() if cid not in stale_set} | {c["path"] for c in new}
+        paths = {path for cid, (path, _) in existing.items() if cid not in doomed} | new_paths
         manifest.update(chunks=report.chunks, files=len(paths), updated=now())
         write_manifest(store, manifest)
     finally:
