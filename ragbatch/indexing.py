@@ -22,9 +22,6 @@ from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
 COLLECTION = "chunks"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
 RAY_THRESHOLD_BYTES = 64 * 2**20
-# New chunks' texts handed to the BM25 index together: each update costs time in the
-# index's size, so not per block; the texts held meanwhile stay bounded.
-LEXICAL_FLUSH = 16_384
 
 
 @dataclass
@@ -87,11 +84,41 @@ def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
         if not chunks:
             raise InputFileError(file["path"], "no text found")
     except InputFileError as exc:
-        return [{**_EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc)}]
-    return [{**chunk, "error": ""} for chunk in chunks]
+        # A fatal row, not an exception: Ray keeps only the traceback text of an
+        # exception raised in a task, and the driver is to show one line.
+        fatal = input_not_visible(file)
+        return [{**_EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc), "fatal": fatal}]
+    return [{**chunk, "error": "", "fatal": ""} for chunk in chunks]
 
 
-_EMPTY_CHUNK = {"id": "", "source": "", "path": "", "root": "", "title": "", "section": 0, "position": 0, "start": 0, "text": "", "context": "", "anchors": ""}
+def input_not_visible(file: dict) -> str:
+    """Why the whole run must stop, when the folder a missing file was found in is itself
+    missing or empty here: a Ray node that cannot see the input would otherwise report
+    every file as an error of its own. Empty when only the file is missing."""
+    if os.path.exists(file["path"]):
+        return ""
+    folder = file["root"] if file["root"] != file["path"] else os.path.dirname(file["path"])
+    if os.path.isdir(folder) and any(os.scandir(folder)):
+        return ""
+    import socket
+
+    return f"{folder}: not visible on {socket.gethostname()} (missing or empty there), where it was to be read; run ragbatch where the input is"
+
+
+_EMPTY_CHUNK = {
+    "id": "",
+    "source": "",
+    "path": "",
+    "root": "",
+    "title": "",
+    "section": 0,
+    "position": 0,
+    "start": 0,
+    "text": "",
+    "context": "",
+    "anchors": "",
+    "fatal": "",
+}
 
 
 def choose_executor(name: str, files: list[dict]) -> str:
@@ -198,13 +225,13 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
     never every text of the input: the executors yield block by block.
     """
     from ragbatch.chunking import indexed_text
-    from ragbatch.lexical import LexicalIndex
+    from ragbatch.lexical_build import LexicalBuilder, stored_count
 
     chroma = ChromaStore(store, manifest["collection"])
     try:
         existing = chroma.existing()
-        lexical = LexicalIndex.open(store)
-        lagging = len(lexical) != len(existing)  # a crash, or a store older than BM25
+        lagging = stored_count(store) != len(existing)  # a crash, or a store older than BM25
+        lexical = LexicalBuilder(store, keep_old=not lagging)
         current: set[str] = set()  # ids of every chunk of this run's input
         failed: set[str] = set()
         new_paths: set[str] = set()  # files with chunks written in this run
@@ -212,11 +239,12 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
         read_task = progress.add_task("Reading", total=len(files))
         embed_task = progress.add_task("Embedding", total=None)
         encode_seconds = 0.0
-        words: list[tuple[str, str]] = []  # (id, text) not yet given to the BM25 index
         with BackgroundWriter(chroma) as writer:
             for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader):
                 before = len(read_paths)
                 for row in seen:
+                    if row.get("fatal"):
+                        raise RagbatchError(row["fatal"])
                     read_paths.add(row["path"])
                     if row["error"]:
                         report.errors.append(row["error"])
@@ -233,10 +261,7 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
                     block, vectors = [block[i] for i in keep], vectors[keep]
                 if block:
                     writer.put(block, vectors)
-                    words += [(c["id"], indexed_text(c)) for c in block]
-                    if len(words) >= LEXICAL_FLUSH:
-                        lexical.update(words, [])
-                        words = []
+                    lexical.add((c["id"], indexed_text(c)) for c in block)  # to disk, part by part
                     new_paths.update(c["path"] for c in block)
                     report.embedded += len(block)
                     progress.advance(embed_task, len(block))
@@ -252,12 +277,16 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
             chroma.delete(stale)
         report.deleted = len(stale)
         # BM25 is saved after Chroma, so after a crash it can only lag behind; a lagging
-        # (or missing) index is backfilled from Chroma.
+        # (or missing) index is rebuilt with Chroma's other chunks, page by page.
         doomed = set(stale)
-        backfill = chroma.indexed_texts([cid for cid in existing if cid not in doomed]) if lagging else []
-        if backfill or stale or report.embedded:
-            lexical.update(words + backfill, stale)
-            lexical.save()
+        if lagging:
+            kept = [cid for cid in existing if cid not in doomed]
+            for start in range(0, len(kept), chroma.max_batch):
+                lexical.add(chroma.indexed_texts(kept[start : start + chroma.max_batch]))
+        if lagging or stale or report.embedded:
+            lexical.finish(stale)
+        else:
+            lexical.discard()
         report.chunks = chroma.count()
         if report.embedded:
             report.ms_per_vector = 1000 * encode_seconds / report.embedded

@@ -1,17 +1,36 @@
 """Runs the same stage functions on Ray Data: for large inputs and for clusters.
 
-Files are read and chunked by Ray tasks; the embedder runs in an actor pool (on a
-GPU machine each actor takes a fraction of the GPU, so tokenisation in one overlaps
-the forward pass in another). Results stream back to the driver, where the one
-Chroma writer lives. `RAY_ADDRESS` is honoured; otherwise a local Ray is started.
+One streaming pipeline: files -> read and chunk (Ray tasks on the driver's node, the one
+machine known to see the input) -> embed what is not stored yet (an actor pool on any
+node; on a GPU machine each actor takes a fraction of the GPU, so tokenisation in one
+overlaps the forward pass in another) -> the driver, where the one Chroma writer lives.
+Ray Data's backpressure holds reading and embedding back while the writer is busy.
+
+`RAY_ADDRESS` is honoured (the cluster gets the user's HF_* and RAGBATCH_* settings
+through the job's runtime_env); otherwise a local Ray is started.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from collections.abc import Callable, Iterator
+
+from ragbatch.errors import RagbatchError
+
+# Extra Ray resources each embedding actor asks for, as JSON: '{"embed_node": 1}' keeps
+# embedding on the nodes started with `ray start --resources '{"embed_node": N}'`.
+EMBED_RESOURCES_ENV = "RAGBATCH_EMBED_RESOURCES"
+# Environment variables a cluster's workers get from the driver: Hugging Face's (cache,
+# endpoint, token, offline switch) and ragbatch's own.
+FORWARDED_ENV_PREFIXES = ("HF_", "RAGBATCH_")
+
+
+def forwarded_env(environ=None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {key: value for key, value in environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -24,7 +43,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
     if address:
-        ray.init(address=address, **quiet)  # a cluster decides its own resources
+        # A cluster decides its own resources; its workers do not inherit this shell.
+        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **quiet)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **quiet)
     context = ray.data.DataContext.get_current()
@@ -32,13 +52,28 @@ def init_ray(num_cpus: int | None = None) -> None:
     context.print_on_execution_start = False
 
 
+def embed_resources(environ=None) -> dict[str, float]:
+    raw = (os.environ if environ is None else environ).get(EMBED_RESOURCES_ENV, "")
+    if not raw:
+        return {}
+    try:
+        resources = json.loads(raw)
+        if not isinstance(resources, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in resources.values()):
+            raise ValueError
+    except ValueError:
+        raise RagbatchError(f'{EMBED_RESOURCES_ENV}={raw}: expected a JSON object of positive amounts, e.g. {{"embed_node": 1}}') from None
+    return {str(k): float(v) for k, v in resources.items()}
+
+
 class _EmbedActor:
     """One embedder per actor, loaded when the first chunk that needs it arrives.
 
-    Each batch holds every row read (chunks and per-file error rows). Only chunks whose
-    id is not already stored are embedded; the others pass through with their text
-    dropped, so the driver learns their ids without their texts crossing the cluster.
-    Adds `new` (was embedded), `embedding` (zeros where not new) and `seconds`.
+    The weights are found on the actor's own node (`locate_here`): the driver's folder
+    may not exist there. Each batch holds every row read (chunks and per-file error
+    rows). Only chunks whose id is not already stored are embedded; the others pass
+    through with their text dropped, so the driver learns their ids without their texts
+    crossing the cluster. Adds `new` (was embedded), `embedding` (zeros where not new)
+    and `seconds`.
     """
 
     def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list):
@@ -51,6 +86,7 @@ class _EmbedActor:
         self.stored = ray.get(stored[0]) if stored else np.array([], dtype="S32")
         self.embedder = None
         self.dimension = None
+        self.local_spec = None
 
     def _is_stored(self, ids):
         import numpy as np
@@ -61,26 +97,36 @@ class _EmbedActor:
         at = np.searchsorted(self.stored, keys).clip(max=len(self.stored) - 1)
         return self.stored[at] == keys
 
+    def _load(self, weights: bool) -> None:
+        from ragbatch.embedding import Embedder, EmbedderSpec, describe_embedder, locate_here
+
+        if self.local_spec is None:
+            self.local_spec = locate_here(EmbedderSpec(**self.spec))
+            self.dimension = describe_embedder(self.local_spec).dimension
+        if weights and self.embedder is None:
+            if self.threads:  # Ray sets OMP_NUM_THREADS to the actor's whole CPUs only
+                import torch
+
+                torch.set_num_threads(self.threads)
+            self.embedder = Embedder(self.local_spec, device=self.device, batch_size=self.batch_size)
+
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from ragbatch.embedding import Embedder, EmbedderSpec, describe_embedder
+        from ragbatch.chunking import indexed_text
+        from ragbatch.errors import RagbatchError
 
         new = (batch["error"] == "") & ~self._is_stored(batch["id"])
-        if self.dimension is None:
-            self.dimension = describe_embedder(EmbedderSpec(**self.spec)).dimension
-        vectors = np.zeros((len(new), self.dimension), dtype=np.float32)
+        try:
+            self._load(new.any())
+        except RagbatchError as exc:
+            # Passed on as a value: Ray keeps only the traceback text of an exception.
+            new[:] = False
+            batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
+        vectors = np.zeros((len(new), self.dimension or 1), dtype=np.float32)
         seconds = np.zeros(len(new), dtype=np.float64)
         if new.any():
-            if self.embedder is None:
-                if self.threads:  # Ray sets OMP_NUM_THREADS to the actor's whole CPUs only
-                    import torch
-
-                    torch.set_num_threads(self.threads)
-                self.embedder = Embedder(EmbedderSpec(**self.spec), device=self.device, batch_size=self.batch_size)
             before = self.embedder.seconds
-            from ragbatch.chunking import indexed_text
-
             texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
             vectors[new] = self.embedder.embed_documents(texts)
             seconds[new] = (self.embedder.seconds - before) / int(new.sum())
@@ -94,6 +140,9 @@ class _EmbedActor:
 # streaming pipeline, so the actors must leave room for it: an actor holding every CPU
 # would starve the reads that feed it (the pipeline then waits forever).
 READ_CPUS = 0.5
+# Read tasks at once on a driver node that offers Ray no CPU (a head started with
+# --num-cpus=0): they then ask for none, and this caps them instead.
+ZERO_CPU_READERS = 2
 
 
 def cpu_pool(cpus: float, cluster: bool) -> tuple[int, float, int]:
@@ -118,6 +167,29 @@ def gpu_pool(gpus: float) -> tuple[int, float]:
     return max(1, int(gpus / share + 1e-9)), share
 
 
+def limit_pool(size: int, resources: dict[str, float], available: dict[str, float]) -> int:
+    """No more actors than the cluster's custom resources can hold at once."""
+    for name, amount in resources.items():
+        fits = int(available.get(name, 0) / amount + 1e-9)
+        if fits < 1:
+            raise RagbatchError(f"{EMBED_RESOURCES_ENV}: no node of the Ray cluster offers {amount:g} {name!r}")
+        size = min(size, fits)
+    return size
+
+
+def read_on_driver_node() -> dict:
+    """Ray arguments that keep read-and-chunk tasks on the driver's node: the input is
+    named by the driver's paths, which other nodes may not see."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node_cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node_id), 0)
+    pinned = {"label_selector": {"ray.io/node-id": node_id}}
+    if node_cpus >= READ_CPUS:
+        return {"num_cpus": READ_CPUS, **pinned}
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=ZERO_CPU_READERS), **pinned}
+
+
 class RayExecutor:
     name = "ray"
 
@@ -125,16 +197,16 @@ class RayExecutor:
         self.progress = progress
         self.device = device
         self.batch_size = batch_size
+        self.resources = embed_resources()
         init_ray()
 
     def stream(self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder) -> Iterator[tuple[list[dict], list[dict], object, float]]:
-        """One streaming Ray Data pipeline: files -> fn (read and chunk, Ray tasks) ->
-        embed what is not in `stored` (actor pool) -> the driver, batch by batch.
+        """One streaming Ray Data pipeline: files -> fn (read and chunk, Ray tasks on this
+        node) -> embed what is not in `stored` (actor pool) -> here, batch by batch.
 
         Yields (rows read but not embedded: stored chunks without their text, and error
-        rows; new chunks; their vectors; seconds inside model.encode). Ray Data's
-        backpressure holds reading and embedding back while the driver's writer is busy,
-        so the driver never holds more than a few batches of texts.
+        rows; new chunks; their vectors; seconds inside model.encode). The driver never
+        holds more than a few batches of texts.
         """
         if not files:
             return
@@ -142,26 +214,27 @@ class RayExecutor:
         import ray
 
         spec = make_embedder.spec.as_dict()
+        cluster = ray.cluster_resources()
         # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
         # checks its own with the same rule (ragbatch.devices.pick_device).
-        gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        gpus = cluster.get("GPU", 0) if self.device != "cpu" else 0
         if self.device == "cuda" and not gpus:
-            from ragbatch.errors import RagbatchError
-
             raise RagbatchError("--device cuda: the Ray cluster has no GPU; use --device cpu or auto")
         if gpus:
             size, share = gpu_pool(gpus)
             pool, per_actor = {"size": size}, {"num_gpus": share, "num_cpus": 1}
             device, threads = "cuda", None
         else:
-            cpus = ray.cluster_resources().get("CPU", 1)
-            size, actor_cpus, threads = cpu_pool(cpus, cluster=bool(os.environ.get("RAY_ADDRESS")))
+            size, actor_cpus, threads = cpu_pool(cluster.get("CPU", 1), cluster=bool(os.environ.get("RAY_ADDRESS")))
             pool, per_actor = {"size": size}, {"num_cpus": actor_cpus}
             device = "cpu"
+        if self.resources:
+            pool["size"] = limit_pool(pool["size"], self.resources, cluster)
+            per_actor["resources"] = self.resources
         stored_ids = np.sort(np.array([i.encode() for i in stored], dtype=bytes)) if stored else None
         dataset = (
             ray.data.from_items(files)
-            .flat_map(fn, num_cpus=READ_CPUS)
+            .flat_map(fn, **read_on_driver_node())
             .map_batches(
                 _EmbedActor,
                 fn_constructor_kwargs={

