@@ -155,15 +155,11 @@ import ray
 def on_embed_node(file, spec):
     from ragbatch.chunking import Chunker, ChunkingParams
     from ragbatch.embedding import EmbedderSpec, describe_embedder, locate_here
-    from ragbatch.errors import RagbatchError
     from ragbatch.indexing import read_and_chunk
 
     here = locate_here(EmbedderSpec(**spec))
-    try:
-        rows = read_and_chunk(file, Chunker(describe_embedder(here).tokenizer_json, ChunkingParams(64, 8)))
-        read = "rows: " + str(len(rows))
-    except RagbatchError as exc:
-        read = str(exc)
+    rows = read_and_chunk(file, Chunker(describe_embedder(here).tokenizer_json, ChunkingParams(64, 8)))
+    read = rows[0]["fatal"] or rows[0]["error"] or "rows: " + str(len(rows))
     return {"env": os.environ.get("RAGBATCH_PROBE"), "offline": os.environ.get("HF_HUB_OFFLINE"), "path": here.path, "read": read}
 
 print(json.dumps(ray.get(on_embed_node.remote(json.loads(sys.argv[1]), json.loads(sys.argv[2])))))
