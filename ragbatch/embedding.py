@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragbatch.errors import RagbatchError
-from ragbatch.models import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, resolve_model
+from ragbatch.models import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, hub_snapshot, packaged_model, resolve_model
 
 # The design card's embedder, the default for a new store on a GPU.
 GPU_EMBEDDER = "hkunlp/instructor-large"
@@ -54,6 +54,29 @@ def resolve_embedder(name: str | None) -> EmbedderSpec:
     instructions = (INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY) if "instructor" in name.lower() else ("", "")
     model = resolve_model(name, "--embedder", PACKAGED_EMBEDDERS)
     return EmbedderSpec(name, model.path, model.revision, *instructions)
+
+
+def locate_here(spec: EmbedderSpec) -> EmbedderSpec:
+    """The same embedder, its weights found on this machine (a Ray worker's, which may not
+    have the driver's folders): a packaged model by its package, a Hugging Face id at the
+    driver's snapshot from this machine's cache (downloaded into it if the hub answers), a
+    local folder at its path, which must then be on storage every node sees."""
+    import socket
+
+    here = socket.gethostname()
+    if spec.name in PACKAGED_EMBEDDERS:
+        model = packaged_model(spec.name, "--embedder", PACKAGED_EMBEDDERS[spec.name])
+        if model.revision != spec.revision:
+            raise RagbatchError(f"--embedder {spec.name}: {here} has {model.revision}, the driver {spec.revision}; install the same version on every node")
+    elif spec.revision == "local":
+        if not Path(spec.path).is_dir():
+            raise RagbatchError(
+                f"--embedder {spec.name}: the folder {spec.path} is not on {here}; put it on storage every Ray node sees, or use a packaged model or a Hugging Face id"
+            )
+        return spec
+    else:
+        model = hub_snapshot(spec.name, "--embedder", PACKAGED_EMBEDDERS, revision=spec.revision)
+    return EmbedderSpec(spec.name, model.path, spec.revision, spec.document_instruction, spec.query_instruction)
 
 
 def new_store_embedder(device: str, notices: list[str]) -> EmbedderSpec:

@@ -84,8 +84,25 @@ def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
         if not chunks:
             raise InputFileError(file["path"], "no text found")
     except InputFileError as exc:
-        return [{**_EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc)}]
-    return [{**chunk, "error": ""} for chunk in chunks]
+        # A fatal row, not an exception: Ray keeps only the traceback text of an
+        # exception raised in a task, and the driver is to show one line.
+        fatal = input_not_visible(file)
+        return [{**_EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc), "fatal": fatal}]
+    return [{**chunk, "error": "", "fatal": ""} for chunk in chunks]
+
+
+def input_not_visible(file: dict) -> str:
+    """Why the whole run must stop, when the folder a missing file was found in is itself
+    missing or empty here: a Ray node that cannot see the input would otherwise report
+    every file as an error of its own. Empty when only the file is missing."""
+    if os.path.exists(file["path"]):
+        return ""
+    folder = file["root"] if file["root"] != file["path"] else os.path.dirname(file["path"])
+    if os.path.isdir(folder) and any(os.scandir(folder)):
+        return ""
+    import socket
+
+    return f"{folder}: not visible on {socket.gethostname()} (missing or empty there), where it was to be read; run ragbatch where the input is"
 
 
 _EMPTY_CHUNK = {
@@ -101,6 +118,7 @@ _EMPTY_CHUNK = {
     "text": "",
     "context": "",
     "anchors": "",
+    "fatal": "",
 }
 
 
@@ -183,11 +201,11 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     loader = EmbedderLoader(spec, options.device, options.batch_size)
     executor = make_executor(executor_name, progress, options.device, options.batch_size)
     try:
-        chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
         if manifest is None:
             manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
             write_manifest(store, manifest)
-        write_store(store, manifest, executor, loader, files, chunks, read_ok, report)
+        chunker = Chunker(info.tokenizer_json, params)
+        write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress)
     finally:
         executor.close()
     report.skipped_files = len(report.errors) + len(report.skipped)
@@ -200,68 +218,85 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     return report
 
 
-def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
-    """Keep the BM25 index in step with Chroma: the same upserts and deletes.
+def write_store(store: Path, manifest: dict, executor, loader, files, read, report: IndexReport, progress) -> None:
+    """Stream files through the executor (read, chunk, embed what is new) into the one
+    writer; then delete what is stale, save the BM25 index and the manifest.
 
-    It is written after Chroma, so after a crash it can only lag behind; a lagging
-    (or missing: a store made before it existed) index is backfilled from Chroma.
+    The driver keeps only ids (of stored and current chunks) and the blocks in flight,
+    never every text of the input: the executors yield block by block.
     """
     from ragbatch.chunking import indexed_text
-    from ragbatch.lexical import LexicalIndex
+    from ragbatch.lexical_build import LexicalBuilder, stored_count
 
-    lexical = LexicalIndex.open(store)
-    upserts = [(c["id"], indexed_text(c)) for c in new]
-    if len(lexical) != len(existing):
-        doomed = set(stale)
-        upserts += chroma.indexed_texts([cid for cid in existing if cid not in doomed])
-    if upserts or stale:
-        lexical.update(upserts, stale)
-        lexical.save()
-
-
-def chunk_files(executor, files: list[dict], chunker: Chunker, report: IndexReport) -> tuple[list[dict], set[str]]:
-    """Every file's chunks; failed files are reported and left out of `read_ok`."""
-    chunks, failed = [], set()
-    for row in executor.map_files(files, lambda f: read_and_chunk(f, chunker)):
-        if row["error"]:
-            report.errors.append(row["error"])
-            failed.add(row["path"])
-        else:
-            chunks.append(row)
-    read_ok = {f["path"] for f in files} - failed
-    report.files = len(read_ok)
-    return chunks, read_ok
-
-
-def write_store(store: Path, manifest: dict, executor, loader, files, chunks, read_ok, report: IndexReport) -> None:
-    """Embed what is new, write it, delete what is stale, then the BM25 index and manifest."""
     chroma = ChromaStore(store, manifest["collection"])
     try:
         existing = chroma.existing()
-        unique = {c["id"]: c for c in chunks}  # the same source indexed twice in one run
-        new = [c for cid, c in unique.items() if cid not in existing]
-        report.unchanged = len(unique) - len(new)
-        moved = [c for cid, c in unique.items() if cid in existing and existing[cid].place != place_of(c)]
-        dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
-        stale = stale_ids(existing, set(unique), read_ok, {f["path"] for f in files}, dir_roots)
-
+        lagging = stored_count(store) != len(existing)  # a crash, or a store older than BM25
+        lexical = LexicalBuilder(store, keep_old=not lagging)
+        current: set[str] = set()  # ids of every chunk of this run's input
+        failed: set[str] = set()
+        moved: list[dict] = []  # stored chunks an edit above them moved in their file
+        new_paths: set[str] = set()  # files with chunks written in this run
+        read_paths: set[str] = set()  # for progress only
+        read_task = progress.add_task("Reading", total=len(files))
+        embed_task = progress.add_task("Embedding", total=None)
         encode_seconds = 0.0
         with BackgroundWriter(chroma) as writer:
-            for block, vectors, seconds in executor.embed(new, loader):
-                writer.put(block, vectors)
+            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader):
+                before = len(read_paths)
+                for row in seen:
+                    if row.get("fatal"):
+                        raise RagbatchError(row["fatal"])
+                    read_paths.add(row["path"])
+                    if row["error"]:
+                        report.errors.append(row["error"])
+                        failed.add(row["path"])
+                    else:
+                        current.add(row["id"])
+                        if row["id"] in existing and existing[row["id"]].place != place_of(row):
+                            moved.append(row)
+                # The same source indexed twice in one run: write its chunks once.
+                keep = []
+                for i, chunk in enumerate(block):
+                    if chunk["id"] not in current:
+                        current.add(chunk["id"])
+                        keep.append(i)
+                if len(keep) < len(block):
+                    block, vectors = [block[i] for i in keep], vectors[keep]
+                if block:
+                    writer.put(block, vectors)
+                    lexical.add((c["id"], indexed_text(c)) for c in block)  # to disk, part by part
+                    new_paths.update(c["path"] for c in block)
+                    report.embedded += len(block)
+                    progress.advance(embed_task, len(block))
+                read_paths.update(new_paths)
                 encode_seconds += seconds
-                report.embedded += len(block)
+                progress.advance(read_task, len(read_paths) - before)
+        report.unchanged = len(current) - report.embedded
+        read_ok = {f["path"] for f in files} - failed
+        report.files = len(read_ok)
+        dir_roots = {f["root"] for f in files if f["root"] != f["path"]}
+        stale = stale_ids(existing, current, read_ok, {f["path"] for f in files}, dir_roots)
         if moved:
-            chroma.refresh_places(moved)
+            chroma.refresh_places(moved)  # after the writer: one thread writes Chroma at a time
         if stale:
             chroma.delete(stale)
         report.deleted = len(stale)
-        update_lexical(store, chroma, existing, new, stale)
+        # BM25 is saved after Chroma, so after a crash it can only lag behind; a lagging
+        # (or missing) index is rebuilt with Chroma's other chunks, page by page.
+        doomed = set(stale)
+        if lagging:
+            kept = [cid for cid in existing if cid not in doomed]
+            for start in range(0, len(kept), chroma.max_batch):
+                lexical.add(chroma.indexed_texts(kept[start : start + chroma.max_batch]))
+        if lagging or stale or report.embedded:
+            lexical.finish(stale)
+        else:
+            lexical.discard()
         report.chunks = chroma.count()
         if report.embedded:
             report.ms_per_vector = 1000 * encode_seconds / report.embedded
-        stale_set = set(stale)
-        paths = {stored.path for cid, stored in existing.items() if cid not in stale_set} | {c["path"] for c in new}
+        paths = {stored.path for cid, stored in existing.items() if cid not in doomed} | new_paths
         manifest.update(chunks=report.chunks, files=len(paths), updated=now())
         write_manifest(store, manifest)
     finally:

@@ -71,13 +71,16 @@ def packaged_model(name: str, option: str, packaged: Packaged) -> ModelPath:
     return ModelPath(str(path), f"{packaged.package}=={version(packaged.package.replace('_', '-'))}")
 
 
-def hub_snapshot(repo_id: str, option: str, packaged: dict[str, Packaged]) -> ModelPath:
-    """A Hugging Face model's snapshot folder: from the cache, else downloaded into it."""
+def hub_snapshot(repo_id: str, option: str, packaged: dict[str, Packaged], revision: str | None = None) -> ModelPath:
+    """A Hugging Face model's snapshot folder: from the cache, else downloaded into it.
+
+    `revision` (a commit) asks for that exact snapshot: a Ray worker loads what the driver
+    resolved, not whatever its own cache holds."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return _snapshot(snapshot_download(repo_id, local_files_only=True))
+        return _snapshot(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except HFValidationError:
         raise RagbatchError(f"{option} {repo_id}: not a packaged model ({', '.join(packaged)}), a local folder or a Hugging Face id") from None
     except LocalEntryNotFoundError:
@@ -90,7 +93,7 @@ def hub_snapshot(repo_id: str, option: str, packaged: dict[str, Packaged]) -> Mo
     if constants.HF_HUB_OFFLINE:
         raise RagbatchError(offline)
     try:
-        return _snapshot(snapshot_download(repo_id, tqdm_class=_download_bars()))
+        return _snapshot(snapshot_download(repo_id, revision=revision, tqdm_class=_download_bars()))
     except GatedRepoError:
         raise RagbatchError(f"{option} {repo_id}: gated on the Hugging Face hub; accept its terms there and set HF_TOKEN") from None
     except RepositoryNotFoundError:

@@ -1,16 +1,36 @@
 """Runs the same stage functions on Ray Data: for large inputs and for clusters.
 
-Files are read and chunked by Ray tasks; the embedder runs in an actor pool (on a
-GPU machine each actor takes a fraction of the GPU, so tokenisation in one overlaps
-the forward pass in another). Results stream back to the driver, where the one
-Chroma writer lives. `RAY_ADDRESS` is honoured; otherwise a local Ray is started.
+One streaming pipeline: files -> read and chunk (Ray tasks on the driver's node, the one
+machine known to see the input) -> embed what is not stored yet (an actor pool on any
+node; on a GPU machine each actor takes a fraction of the GPU, so tokenisation in one
+overlaps the forward pass in another) -> the driver, where the one Chroma writer lives.
+Ray Data's backpressure holds reading and embedding back while the writer is busy.
+
+`RAY_ADDRESS` is honoured (the cluster gets the user's HF_* and RAGBATCH_* settings
+through the job's runtime_env); otherwise a local Ray is started.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
+
+from ragbatch.errors import RagbatchError
+
+# Extra Ray resources each embedding actor asks for, as JSON: '{"embed_node": 1}' keeps
+# embedding on the nodes started with `ray start --resources '{"embed_node": N}'`.
+EMBED_RESOURCES_ENV = "RAGBATCH_EMBED_RESOURCES"
+# Environment variables a cluster's workers get from the driver: Hugging Face's (cache,
+# endpoint, token, offline switch) and ragbatch's own.
+FORWARDED_ENV_PREFIXES = ("HF_", "RAGBATCH_")
+
+
+def forwarded_env(environ=None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {key: value for key, value in environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -23,7 +43,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
     if address:
-        ray.init(address=address, **quiet)  # a cluster decides its own resources
+        # A cluster decides its own resources; its workers do not inherit this shell.
+        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **quiet)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **quiet)
     context = ray.data.DataContext.get_current()
@@ -31,19 +52,111 @@ def init_ray(num_cpus: int | None = None) -> None:
     context.print_on_execution_start = False
 
 
+def embed_resources(environ=None) -> dict[str, float]:
+    raw = (os.environ if environ is None else environ).get(EMBED_RESOURCES_ENV, "")
+    if not raw:
+        return {}
+    try:
+        resources = json.loads(raw)
+        if not isinstance(resources, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in resources.values()):
+            raise ValueError
+    except ValueError:
+        raise RagbatchError(f'{EMBED_RESOURCES_ENV}={raw}: expected a JSON object of positive amounts, e.g. {{"embed_node": 1}}') from None
+    return {str(k): float(v) for k, v in resources.items()}
+
+
 class _EmbedActor:
-    """One loaded embedder per actor; adds an `embedding` column to each batch."""
+    """One embedder per actor, loaded when the first chunk that needs it arrives.
 
-    def __init__(self, spec: dict, device: str, batch_size: int):
-        from ragbatch.embedding import Embedder, EmbedderSpec
+    The weights are found on the actor's own node (`locate_here`): the driver's folder
+    may not exist there. Each batch holds every row read (chunks and per-file error
+    rows). Only chunks whose id is not already stored are embedded; the others pass
+    through with their text dropped, so the driver learns their ids without their texts
+    crossing the cluster. Adds `new` (was embedded), `embedding` (zeros where not new)
+    and `seconds`.
+    """
 
-        self.embedder = Embedder(EmbedderSpec(**spec), device=device, batch_size=batch_size)
+    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list):
+        import numpy as np
+        import ray
+
+        self.spec, self.device, self.batch_size, self.threads = spec, device, batch_size, threads
+        # The stored ids, sorted bytes: one shared object-store copy, not a pickled set
+        # per actor (wrapped in a list so Ray hands over the reference, not the value).
+        self.stored = ray.get(stored[0]) if stored else np.array([], dtype="S32")
+        self.embedder = None
+        self.dimension = None
+        self.local_spec = None
+
+    def _is_stored(self, ids):
+        import numpy as np
+
+        if not len(self.stored):
+            return np.zeros(len(ids), dtype=bool)
+        keys = np.asarray(ids).astype(self.stored.dtype)
+        at = np.searchsorted(self.stored, keys).clip(max=len(self.stored) - 1)
+        return self.stored[at] == keys
+
+    def _load(self, weights: bool) -> None:
+        from ragbatch.embedding import Embedder, EmbedderSpec, describe_embedder, locate_here
+
+        if self.local_spec is None:
+            self.local_spec = locate_here(EmbedderSpec(**self.spec))
+            self.dimension = describe_embedder(self.local_spec).dimension
+        if weights and self.embedder is None:
+            if self.threads:  # Ray sets OMP_NUM_THREADS to the actor's whole CPUs only
+                import torch
+
+                torch.set_num_threads(self.threads)
+            self.embedder = Embedder(self.local_spec, device=self.device, batch_size=self.batch_size)
 
     def __call__(self, batch: dict) -> dict:
-        before = self.embedder.seconds
-        vectors = self.embedder.embed_documents([str(t) for t in batch["text"]])
-        seconds = self.embedder.seconds - before
-        return {"id": batch["id"], "embedding": vectors, "seconds": [seconds / len(vectors)] * len(vectors)}
+        import numpy as np
+
+        from ragbatch.chunking import indexed_text
+        from ragbatch.errors import RagbatchError
+
+        new = (batch["error"] == "") & ~self._is_stored(batch["id"])
+        try:
+            self._load(new.any())
+        except RagbatchError as exc:
+            # Passed on as a value: Ray keeps only the traceback text of an exception.
+            new[:] = False
+            batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
+        vectors = np.zeros((len(new), self.dimension or 1), dtype=np.float32)
+        seconds = np.zeros(len(new), dtype=np.float64)
+        if new.any():
+            before = self.embedder.seconds
+            texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
+            vectors[new] = self.embedder.embed_documents(texts)
+            seconds[new] = (self.embedder.seconds - before) / int(new.sum())
+        out = dict(batch)
+        out["text"] = np.where(new, batch["text"], "")
+        out.update(new=new, embedding=vectors, seconds=seconds)
+        return out
+
+
+# CPUs asked for each read-and-chunk task. Reading runs beside the embed actors in one
+# streaming pipeline, so the actors must leave room for it: an actor holding every CPU
+# would starve the reads that feed it (the pipeline then waits forever).
+READ_CPUS = 0.5
+# Read tasks at once on a driver node that offers Ray no CPU (a head started with
+# --num-cpus=0): they then ask for none, and this caps them instead.
+ZERO_CPU_READERS = 2
+
+
+def cpu_pool(cpus: float, cluster: bool) -> tuple[int, float, int]:
+    """(actors, CPUs of each, torch threads of each) for embedding on CPUs, leaving
+    READ_CPUS for reading.
+
+    On one machine a single actor with every other core beats several small ones (its
+    torch threads are set to the cores it shares with reading); on a cluster, actors of
+    up to 4 CPUs."""
+    room = max(READ_CPUS, cpus - READ_CPUS)
+    if not cluster:
+        return 1, room, max(1, int(cpus))
+    per_actor = min(4.0, room)
+    return max(1, int(room // per_actor)), per_actor, max(1, math.ceil(per_actor))
 
 
 def gpu_pool(gpus: float) -> tuple[int, float]:
@@ -54,6 +167,29 @@ def gpu_pool(gpus: float) -> tuple[int, float]:
     return max(1, int(gpus / share + 1e-9)), share
 
 
+def limit_pool(size: int, resources: dict[str, float], available: dict[str, float]) -> int:
+    """No more actors than the cluster's custom resources can hold at once."""
+    for name, amount in resources.items():
+        fits = int(available.get(name, 0) / amount + 1e-9)
+        if fits < 1:
+            raise RagbatchError(f"{EMBED_RESOURCES_ENV}: no node of the Ray cluster offers {amount:g} {name!r}")
+        size = min(size, fits)
+    return size
+
+
+def read_on_driver_node() -> dict:
+    """Ray arguments that keep read-and-chunk tasks on the driver's node: the input is
+    named by the driver's paths, which other nodes may not see."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node_cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node_id), 0)
+    pinned = {"label_selector": {"ray.io/node-id": node_id}}
+    if node_cpus >= READ_CPUS:
+        return {"num_cpus": READ_CPUS, **pinned}
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=ZERO_CPU_READERS), **pinned}
+
+
 class RayExecutor:
     name = "ray"
 
@@ -61,59 +197,69 @@ class RayExecutor:
         self.progress = progress
         self.device = device
         self.batch_size = batch_size
+        self.resources = embed_resources()
         init_ray()
 
-    def map_files(self, files: list[dict], fn: Callable[[dict], list[dict]]) -> list[dict]:
-        import ray
+    def stream(self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder) -> Iterator[tuple[list[dict], list[dict], object, float]]:
+        """One streaming Ray Data pipeline: files -> fn (read and chunk, Ray tasks on this
+        node) -> embed what is not in `stored` (actor pool) -> here, batch by batch.
 
-        task = self.progress.add_task("Reading", total=len(files))
+        Yields (rows read but not embedded: stored chunks without their text, and error
+        rows; new chunks; their vectors; seconds inside model.encode). The driver never
+        holds more than a few batches of texts.
+        """
         if not files:
-            return []
-        rows = ray.data.from_items(files).flat_map(fn).take_all()
-        self.progress.advance(task, len(files))
-        return rows
-
-    def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
-        if not items:
             return
         import numpy as np
         import ray
 
         spec = make_embedder.spec.as_dict()
-        by_id = {item["id"]: item for item in items}
-        from ragbatch.chunking import indexed_text
-
-        ordered = sorted(items, key=lambda item: len(indexed_text(item)), reverse=True)
+        cluster = ray.cluster_resources()
         # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
         # checks its own with the same rule (ragbatch.devices.pick_device).
-        gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        gpus = cluster.get("GPU", 0) if self.device != "cpu" else 0
         if self.device == "cuda" and not gpus:
-            from ragbatch.errors import RagbatchError
-
             raise RagbatchError("--device cuda: the Ray cluster has no GPU; use --device cpu or auto")
         if gpus:
             size, share = gpu_pool(gpus)
             pool, per_actor = {"size": size}, {"num_gpus": share, "num_cpus": 1}
-            device = "cuda"
+            device, threads = "cuda", None
         else:
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            # On one machine a single actor with every core beats several small ones.
-            pool = {"size": 1 if not os.environ.get("RAY_ADDRESS") else max(1, cpus // 4)}
-            per_actor = {"num_cpus": cpus if not os.environ.get("RAY_ADDRESS") else 4}
+            size, actor_cpus, threads = cpu_pool(cluster.get("CPU", 1), cluster=bool(os.environ.get("RAY_ADDRESS")))
+            pool, per_actor = {"size": size}, {"num_cpus": actor_cpus}
             device = "cpu"
-        dataset = ray.data.from_items([{"id": i["id"], "text": indexed_text(i)} for i in ordered]).map_batches(
-            _EmbedActor,
-            fn_constructor_kwargs={"spec": spec, "device": device, "batch_size": self.batch_size},
-            batch_size=max(self.batch_size, 256),
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(**pool),
-            **per_actor,
+        if self.resources:
+            pool["size"] = limit_pool(pool["size"], self.resources, cluster)
+            per_actor["resources"] = self.resources
+        stored_ids = np.sort(np.array([i.encode() for i in stored], dtype=bytes)) if stored else None
+        dataset = (
+            ray.data.from_items(files)
+            .flat_map(fn, **read_on_driver_node())
+            .map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={
+                    "spec": spec,
+                    "device": device,
+                    "batch_size": self.batch_size,
+                    "threads": threads,
+                    "stored": [ray.put(stored_ids)] if stored_ids is not None else [],
+                },
+                batch_size=max(self.batch_size, 256),
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(**pool),
+                **per_actor,
+            )
         )
-        task = self.progress.add_task("Embedding", total=len(items))
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
-            block = [by_id[str(i)] for i in batch["id"]]
-            yield block, np.asarray(batch["embedding"], dtype=np.float32), float(np.sum(batch["seconds"]))
-            self.progress.advance(task, len(block))
+            new = np.asarray(batch["new"], dtype=bool)
+            columns = {key: batch[key].tolist() for key in batch if key not in ("new", "embedding", "seconds")}
+            rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+            yield (
+                [row for row, is_new in zip(rows, new) if not is_new],
+                [row for row, is_new in zip(rows, new) if is_new],
+                np.asarray(batch["embedding"], dtype=np.float32)[new],
+                float(np.sum(batch["seconds"])),
+            )
 
     def close(self) -> None:
         pass  # leave Ray running for the rest of the process; it exits with it

@@ -18,6 +18,7 @@ writer holds it, and a writer waits for the readers already in.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,15 +72,16 @@ def _hit(chunk_id: str, text: str, meta: dict, score: float) -> Hit:
 
 
 class Stored(NamedTuple):
-    """What a re-index needs to know of a stored chunk."""
+    """What a re-index needs to know of a stored chunk (held for every stored chunk)."""
 
-    path: str
+    path: str  # interned: one string per file, not per chunk
     root: str
-    place: tuple  # (position, start, lines), see PLACE_KEYS
+    place: int  # place_of() of its metadata
 
 
-def place_of(chunk: dict) -> tuple:
-    return tuple(chunk.get(key, "") for key in PLACE_KEYS)
+def place_of(chunk: dict) -> int:
+    """A hash of the chunk's place in its file (PLACE_KEYS), to tell whether it moved."""
+    return hash(tuple(chunk.get(key, "") for key in PLACE_KEYS))
 
 
 class ChromaStore:
@@ -120,7 +122,7 @@ class ChromaStore:
 
     def existing(self) -> dict[str, Stored]:
         """id -> (path, root, place) of every stored chunk."""
-        return {chunk_id: Stored(meta.get("path", ""), meta.get("root", ""), place_of(meta)) for chunk_id, meta in self.metadatas()}
+        return {chunk_id: Stored(sys.intern(meta.get("path", "")), sys.intern(meta.get("root", "")), place_of(meta)) for chunk_id, meta in self.metadatas()}
 
     def refresh_places(self, chunks: list[dict]) -> None:
         """Rewrite the metadata of chunks already stored whose place in their file moved

