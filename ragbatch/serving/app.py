@@ -8,6 +8,7 @@ before a streamed response starts, so both still get a real status code.
 from __future__ import annotations
 
 import json
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,11 +23,13 @@ SSE = "text/event-stream"
 
 
 def create_app(prepared, notify=lambda line: None) -> FastAPI:
-    metrics = Metrics()
+    """The app holds only settings until its lifespan starts: Ray Serve pickles it to each
+    replica, which then loads its own models and keeps its own metrics."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service = Service(prepared, metrics, notify)
+        app.state.metrics = Metrics()
+        service = Service(prepared, app.state.metrics, notify)
         app.state.service = service
         notify(f"serving {prepared.options.store} (version {service.retriever.version}) with {prepared.llm_name}")
         try:
@@ -35,7 +38,7 @@ def create_app(prepared, notify=lambda line: None) -> FastAPI:
             service.close()
 
     app = FastAPI(title="ragbatch", lifespan=lifespan)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest):
@@ -49,12 +52,14 @@ def create_app(prepared, notify=lambda line: None) -> FastAPI:
     @app.get("/health")
     async def health(request: Request):
         s = service(request)
-        return {"status": "ok", "store": str(prepared.options.store), "version": s.retriever.version, "llm": s.llm, "embedder": s.retriever.embedder}
+        version = s.retriever.version
+        return {"status": "ok", "store": str(prepared.options.store), "version": version, "llm": s.llm, "embedder": s.retriever.embedder, "pid": os.getpid()}
 
     @app.get("/metrics")
     async def metrics_text(request: Request):
         from prometheus_client import REGISTRY, generate_latest
 
+        metrics = request.app.state.metrics
         metrics.unfinished.set(service(request).engine.unfinished())
         # Ours, then vLLM's own (vllm:* series, from its Prometheus stat logger).
         return Response(metrics.render() + generate_latest(REGISTRY), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -71,15 +71,16 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI: counts every request by route and status and times it to its last byte
+    """Pure ASGI, reading the app's `state.metrics`: counts every request by route and status and times it to its last byte
     (a streamed answer counts when its stream ends). Does not wrap the body, so a client
     disconnect still reaches the route."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+        if scope["type"] != "http" or metrics is None:
             return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in ROUTES else "other"
         status = {"code": 500}
@@ -93,5 +94,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.metrics.requests.labels(route, str(status["code"])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            metrics.requests.labels(route, str(status["code"])).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)

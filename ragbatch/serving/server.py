@@ -10,9 +10,9 @@ def serve(prepared, notify, debug: bool = False) -> None:
     if not debug:
         quiet_engine_process()
     if options.replicas is not None or os.environ.get("RAY_ADDRESS"):
-        from ragbatch.errors import RagbatchError
+        from ragbatch.serving.ray_serve import serve_with_ray
 
-        raise RagbatchError("--replicas / RAY_ADDRESS: Ray Serve mode is not built yet")
+        return serve_with_ray(prepared, notify, debug)
     from ragbatch.serving.options import check_port
 
     check_port(options.host, options.port)
