@@ -59,8 +59,10 @@ class Service:
     async def search(self, question: str, selection):
         try:
             return await self.retriever.search(question, selection)
-        except RagbatchError as exc:  # a --where field the chunks do not have, say
-            raise BadRequest(422, "where" if "--where" in str(exc) else None, str(exc)) from None
+        except RagbatchError as exc:
+            if str(exc).startswith("--where"):  # a field the chunks do not have
+                raise BadRequest(422, "where", str(exc)) from None
+            raise BadRequest(503, None, str(exc)) from None  # the store: a new version that cannot be read, say
 
     async def retrieve(self, question: str, qid: str | None, selection, max_tokens: int, system_prompt: str | None = None) -> Pending:
         from ragbatch.prompting import PromptTooLong, build_prompt
