@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragbatch.answers import AnswerWriter, answer_schema, carry_values
+from ragbatch.answers import AnswerWriter, answer_schema
 from ragbatch.errors import RagbatchError
 from ragbatch.manifest import require_store_path
 from ragbatch.pricing import load_prices, price_for
@@ -205,11 +205,11 @@ def _answer(options, questions, system_prompt, table, counter, writer, report, p
 def _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, price, system_prompt, counter, writer, report, progress):
     from ragbatch.generation import Generator
     from ragbatch.prompting import PromptTooLong, build_prompt
-    from ragbatch.tokencount import count
+    from ragbatch.rows import base_row, finish_row
 
     generator = Generator(llm_path, max_model_len=options.max_model_len, device=device, seed=options.seed, name=llm_name, engine=engine)
     try:
-        base = [_base_row(q, found, llm_name, report.embedder, writer.schema, options.count_tokens) for q, found in zip(todo, hits)]
+        base = [base_row(q, found, llm_name, report.embedder, writer.schema, options.count_tokens) for q, found in zip(todo, hits)]
         prompts, waiting, pending = [], [], []
         for i, (q, found) in enumerate(zip(todo, hits)):
             try:
@@ -227,17 +227,7 @@ def _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, pric
         flushed = time.perf_counter()
         gen_started = time.perf_counter()
         for j, generation in generator.stream(prompts, options.max_tokens, options.temperature, options.seed):
-            row = base[waiting[j]]
-            row.update(
-                answer=generation.text.strip(),
-                prompt_tokens=generation.prompt_tokens,
-                completion_tokens=generation.completion_tokens,
-                cost_usd=price.cost(generation.prompt_tokens, generation.completion_tokens),
-                finish_reason=generation.finish_reason,
-            )
-            if counter is not None:
-                row[f"prompt_tokens_{options.count_tokens}"] = count(counter, generator.tokenizer.decode(prompts[j]))
-                row[f"completion_tokens_{options.count_tokens}"] = count(counter, row["answer"])
+            row = finish_row(base[waiting[j]], generation, price, counter, options.count_tokens, generator.tokenizer, prompts[j])
             report.answered += 1
             report.prompt_tokens += generation.prompt_tokens
             report.completion_tokens += generation.completion_tokens
@@ -251,23 +241,3 @@ def _generate_rows(options, device, engine, todo, hits, llm_path, llm_name, pric
         writer.write(pending)
     finally:
         generator.close()
-
-
-def _base_row(question: dict, hits, llm: str, embedder: str, schema, count_encoding) -> dict:
-    return {
-        "id": question["id"],
-        "question": question["question"],
-        "answer": None,
-        "sources": [h.cited for h in hits],
-        "chunk_ids": [h.chunk_id for h in hits],
-        "scores": [round(h.score, 6) for h in hits],
-        "passages_used": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost_usd": 0.0,
-        "llm": llm,
-        "embedder": embedder,
-        "finish_reason": None,
-        "error": None,
-        **carry_values(question, schema, count_encoding),
-    }

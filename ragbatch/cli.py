@@ -348,6 +348,7 @@ def ask(
 def search(question, store, k, retrieval, where, source_prefix, max_per_section, max_per_page, device, as_json):
     """Show the passages ranked for one QUESTION."""
     from ragbatch.retrieval import Retriever
+    from ragbatch.rows import ranked_sources
 
     retriever = Retriever(
         store, device=device, mode=retrieval, chunk_filter=chunk_filter(where, source_prefix), max_per_section=max_per_section, max_per_page=max_per_page
@@ -356,13 +357,81 @@ def search(question, store, k, retrieval, where, source_prefix, max_per_section,
         hits = retriever.search([question], k)[0]
     finally:
         retriever.close()
-    results = [{"rank": rank, "source": h.cited, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text} for rank, h in enumerate(hits, start=1)]
+    results = ranked_sources(hits)
     if as_json:
         click.echo(json.dumps({"question": question, "store": str(store), "retrieval": retrieval, "results": results}))
     else:
         from ragbatch.render import search_results
 
         search_results(question, store, results)
+
+
+@main.command()
+@store_option(READ_STORE_HELP)
+@click.option("--llm", help="Generator, as for ask [default: smollm2-135m-instruct].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--replicas", type=click.IntRange(1), help="Run as a Ray Serve deployment with N replicas (also when RAY_ADDRESS is set) [default: one process].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Engine seed, as for ask.")
+@click.option("--system-prompt", help="System prompt text [default: ask's].")
+@click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the system prompt from a file.")
+@click.option("--count-tokens", metavar="ENCODING", help="Add tiktoken counts of prompt and answer to every answer (cl100k_base, o200k_base).")
+@click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), help="JSON or TOML table of USD per million tokens.")
+@click.option("--price-prompt", type=click.FloatRange(0), help="USD per million prompt tokens (overrides --prices).")
+@click.option("--price-completion", type=click.FloatRange(0), help="USD per million completion tokens (overrides --prices).")
+@click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="Share of the GPU's memory vLLM may take [default: vLLM's, 0.92].")
+@click.option("--tensor-parallel-size", type=click.IntRange(1), help="GPUs to split the model across [default: 1].")
+@click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable, as for ask.")
+@DEVICE_OPTION
+@handle_errors
+def serve(
+    store,
+    llm,
+    host,
+    port,
+    replicas,
+    seed,
+    system_prompt,
+    prompt_file,
+    count_tokens,
+    prices,
+    price_prompt,
+    price_completion,
+    max_model_len,
+    gpu_memory_utilization,
+    tensor_parallel_size,
+    vllm_args,
+    device,
+):
+    """Answer questions over HTTP: /search, /ask, OpenAI's /v1/chat/completions, /health, /metrics."""
+    from ragbatch.engine_args import parse_vllm_args
+    from ragbatch.serving.options import ServeOptions, prepare
+    from ragbatch.serving.server import serve as run_server
+
+    if system_prompt and prompt_file:
+        raise click.UsageError("give --system-prompt or --prompt-file, not both")
+    options = ServeOptions(
+        store=store,
+        llm=llm,
+        host=host,
+        port=port,
+        replicas=replicas,
+        max_model_len=max_model_len,
+        device=device,
+        seed=seed,
+        system_prompt=system_prompt,
+        prompt_file=prompt_file,
+        count_tokens=count_tokens,
+        prices=prices,
+        price_prompt=price_prompt,
+        price_completion=price_completion,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        vllm_args=parse_vllm_args(vllm_args),
+    )
+    debug = click.get_current_context().find_root().params.get("debug", False)
+    run_server(prepare(options), notify=lambda line: click.echo(line, err=True), debug=debug)
 
 
 def parse_ks(ctx, param, value: str) -> list[int]:

@@ -52,48 +52,13 @@ class Generator:
         engine: dict | None = None,
     ):
         self.name = name or model_path
-        from ragbatch.devices import pick_device
-
-        quiet_vllm()
-        self.device = pick_device(device)
-        if self.device == "cpu":
-            # In-process engine: the multiprocess one reserves a core for its scheduler
-            # process (half of a 2-core machine) and loads a second Python runtime.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-        import transformers
-        from transformers import AutoTokenizer
-
-        transformers.utils.logging.set_verbosity_error()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.device, settings = engine_arguments(model_path, max_model_len, device, seed, engine, in_process=True)
+        self.tokenizer = load_tokenizer(model_path)
 
         from vllm import LLM
-        from vllm.platforms import current_platform
 
-        vllm_device = "cpu" if current_platform.is_cpu() else "cuda"
-        if vllm_device != self.device:
-            raise RagbatchError(
-                f"--device {device}: the installed vLLM build runs on {vllm_device}; "
-                f"install ragbatch[{self.device.replace('cuda', 'gpu')}] in its own environment"
-            )
-        if self.device == "cpu":
-            dtype = _cpu_dtype()
-            settings = dict(
-                enforce_eager=True,  # torch.compile would add ~100 s to the first load
-                dtype=dtype,
-                kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len, dtype),
-            )
-        else:
-            settings = {}
-        settings.update(engine or {})
         started = time.perf_counter()
-        self._llm = LLM(
-            model=model_path,
-            max_model_len=max_model_len,
-            seed=seed,
-            use_tqdm_on_load=False,
-            **settings,
-        )
+        self._llm = LLM(**settings)
         self.load_seconds = time.perf_counter() - started
         self.context_window = self._llm.llm_engine.model_config.max_model_len
 
@@ -119,7 +84,7 @@ class Generator:
         if not prompts:
             return
         self._check_lengths(prompts)
-        request_ids = self._llm.enqueue(_tokens_prompts(prompts), _sampling_params(max_tokens, temperature, seed), use_tqdm=False)
+        request_ids = self._llm.enqueue(_tokens_prompts(prompts), sampling_params(max_tokens, temperature, seed), use_tqdm=False)
         position = {}
         for index, request_id in enumerate(request_ids):
             # enqueue returns vLLM's internal ids ("<ours>-<8 random chars>"); outputs carry ours.
@@ -132,7 +97,7 @@ class Generator:
                     if out.finished:
                         index = position[out.request_id]
                         del unfinished[index]
-                        yield index, _generation(out)
+                        yield index, generation_of(out)
             if unfinished:
                 raise RuntimeError(f"vLLM dropped {len(unfinished)} requests without output")
         finally:
@@ -162,20 +127,58 @@ class Generator:
         self.close()
 
 
-def _tokens_prompts(prompts: list[list[int]]) -> list:
-    # Token ids, not text: the tokens we counted are exactly the ones the model sees.
-    from vllm.inputs import TokensPrompt
+def engine_arguments(model_path: str, max_model_len: int | None, device: str, seed: int, engine: dict | None, in_process: bool) -> tuple[str, dict]:
+    """(device, vLLM engine arguments) for `model_path`: one rule for `ask`'s LLM and `serve`'s AsyncLLM,
+    so both run the same model the same way (dtype, KV cache, eager mode) and give the same answers.
 
-    return [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts]
+    `in_process`: on a CPU, run the engine core in this process (the batch `LLM` does: the
+    multiprocess one reserves a core for its scheduler process, half of a 2-core machine, and
+    loads a second Python runtime). vLLM's AsyncLLM always runs its core in a process of its own.
+    """
+    from ragbatch.devices import pick_device
+
+    quiet_vllm()
+    picked = pick_device(device)
+    if picked == "cpu" and in_process:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    from vllm.platforms import current_platform
+
+    vllm_device = "cpu" if current_platform.is_cpu() else "cuda"
+    if vllm_device != picked:
+        raise RagbatchError(
+            f"--device {device}: the installed vLLM build runs on {vllm_device}; install ragbatch[{picked.replace('cuda', 'gpu')}] in its own environment"
+        )
+    settings = dict(model=model_path, max_model_len=max_model_len, seed=seed, use_tqdm_on_load=False)
+    if picked == "cpu":
+        dtype = _cpu_dtype()
+        settings.update(
+            enforce_eager=True,  # torch.compile would add ~100 s to the first load
+            dtype=dtype,
+            kv_cache_memory_bytes=_cpu_kv_cache_bytes(model_path, max_model_len, dtype),
+        )
+    settings.update(engine or {})
+    return picked, settings
 
 
-def _sampling_params(max_tokens: int, temperature: float, seed: int | None):
+def load_tokenizer(model_path: str):
+    """The model's own tokenizer: prompts are built and counted with it (prompting.py)."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    transformers.utils.logging.set_verbosity_error()
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def sampling_params(max_tokens: int, temperature: float, seed: int | None, ignore_eos: bool = False):
+    """The sampling of every answer; `ignore_eos` (serve's benchmark and tests) makes answers run to max_tokens."""
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos)
 
 
-def _generation(out) -> Generation:
+def generation_of(out) -> Generation:
+    """A finished vLLM RequestOutput as a Generation with exact token counts."""
     completion = out.outputs[0]
     return Generation(
         text=completion.text,
@@ -183,6 +186,13 @@ def _generation(out) -> Generation:
         completion_tokens=len(completion.token_ids),  # includes the stop token, if any
         finish_reason=completion.finish_reason or "stop",
     )
+
+
+def _tokens_prompts(prompts: list[list[int]]) -> list:
+    # Token ids, not text: the tokens we counted are exactly the ones the model sees.
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts]
 
 
 def quiet_vllm() -> None:

@@ -51,6 +51,11 @@ class Prompt:
 class PromptTooLong(Exception):
     """The question and system prompt alone exceed the token budget."""
 
+    def __init__(self, message: str, tokens: int = 0, budget: int = 0):
+        super().__init__(message)
+        self.tokens = tokens  # the question and system prompt, rendered
+        self.budget = budget  # what the prompt may take: context window - max_tokens
+
 
 def build_prompt(
     tokenizer,
@@ -71,7 +76,9 @@ def build_prompt(
     if len(bare) > budget:
         raise PromptTooLong(
             f"the question and system prompt take {len(bare)} tokens, more than the "
-            f"{budget} available (context window {context_window} - max_tokens {max_tokens})"
+            f"{budget} available (context window {context_window} - max_tokens {max_tokens})",
+            tokens=len(bare),
+            budget=budget,
         )
     if not passages:
         return Prompt(bare, 0)

@@ -9,6 +9,7 @@ be silently meaningless.
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 from ragbatch.embedding import Embedder, EmbedderSpec, resolve_embedder
@@ -99,6 +100,17 @@ class Retriever:
         except BaseException:
             self._reading.close()
             raise
+
+    def selecting(self, mode: str, chunk_filter=None, max_per_section: int = MAX_PER_SECTION, max_per_page: int = 0) -> Retriever:
+        """This retriever (same embedder, Chroma and BM25 index: opened with every mode it
+        needs) searching in one `mode` with other filters and diversity: `serve` takes them
+        per request. Close the original, not the view."""
+        if mode not in self.modes:
+            raise StoreError(f"--retrieval {mode}: this retriever was opened for {', '.join(self.modes)}")
+        view = copy.copy(self)
+        view.mode, view.modes = mode, (mode,)
+        view.chunk_filter, view.max_per_section, view.max_per_page = chunk_filter, max_per_section, max_per_page
+        return view
 
     def _open_lexical(self):
         from ragbatch.lexical import LexicalIndex
