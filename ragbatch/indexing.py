@@ -17,7 +17,7 @@ from ragbatch.chunking import Chunker, ChunkingParams
 from ragbatch.embedding import EmbedderLoader, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
-from ragbatch.store import BackgroundWriter, ChromaStore, store_lock
+from ragbatch.store import BackgroundWriter, open_vectors, store_lock
 
 COLLECTION = "chunks"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
@@ -36,6 +36,7 @@ class IndexOptions:
     device: str = "auto"
     executor: str = "auto"
     keep: int = 3
+    chroma: str | None = None  # http://HOST:PORT of a Chroma server for a new store's vectors
 
 
 @dataclass
@@ -153,6 +154,10 @@ def index(options: IndexOptions, progress) -> IndexReport:
         raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
 
     store = Path(options.store)
+    if options.chroma:  # a bad, refused or unreachable URL fails before the store is created
+        from ragbatch.chroma_server import connect, settle_url
+
+        connect(settle_url(store, read_manifest(store), options.chroma)).close()
     with store_lock(store):  # held until the run (and its publish) ends
         return _index_locked(options, progress, store, files, report, started)
 
@@ -164,6 +169,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     if manifest:
         check_compatible(store, manifest, embedder_meta, params.as_dict())
     report.embedder = spec.name
+    url = _settle_server(store, manifest, options.chroma)
 
     executor_name = choose_executor(options.executor, files)
     report.executor = executor_name
@@ -173,6 +179,10 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
         chunks, read_ok = chunk_files(executor, files, Chunker(info.tokenizer_json, params), report)
         if manifest is None:
             manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
+            if url:
+                from ragbatch.chroma_server import collection_name
+
+                manifest.update(chroma_url=url, collection=collection_name(store))
             write_manifest(store, manifest)
         write_store(store, manifest, executor, loader, files, chunks, read_ok, report)
     finally:
@@ -185,6 +195,19 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
         report.published = str(publish(store, options.publish_root, keep=options.keep))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _settle_server(store: Path, manifest: dict | None, requested: str | None) -> str | None:
+    """The Chroma server holding the store's vectors (None: its local folder), reached
+    before any file is read: an unreachable server fails the run at once."""
+    if not requested and not (manifest and manifest.get("chroma_url")):
+        return None
+    from ragbatch.chroma_server import connect, settle_url
+
+    url = settle_url(store, manifest, requested)
+    if url and not requested:
+        connect(url).close()  # --chroma was reached before the lock was taken
+    return url
 
 
 def update_lexical(store: Path, chroma, existing: dict, new: list[dict], stale: list[str]) -> None:
@@ -222,7 +245,7 @@ def chunk_files(executor, files: list[dict], chunker: Chunker, report: IndexRepo
 
 def write_store(store: Path, manifest: dict, executor, loader, files, chunks, read_ok, report: IndexReport) -> None:
     """Embed what is new, write it, delete what is stale, then the BM25 index and manifest."""
-    chroma = ChromaStore(store, manifest["collection"])
+    chroma = open_vectors(store, manifest, create=True)
     try:
         existing = chroma.existing()
         unique = {c["id"]: c for c in chunks}  # the same source indexed twice in one run
@@ -232,9 +255,13 @@ def write_store(store: Path, manifest: dict, executor, loader, files, chunks, re
         stale = stale_ids(existing, set(unique), read_ok, {f["path"] for f in files}, dir_roots)
 
         encode_seconds = 0.0
+        # A server store takes writes from the executor's workers where it can (the
+        # parallel path: they yield no vectors); otherwise the one writer here writes.
+        sink = chroma.sink() if hasattr(chroma, "sink") and getattr(executor, "writes_to_sink", False) else None
         with BackgroundWriter(chroma) as writer:
-            for block, vectors, seconds in executor.embed(new, loader):
-                writer.put(block, vectors)
+            for block, vectors, seconds in executor.embed(new, loader, sink=sink) if sink else executor.embed(new, loader):
+                if vectors is not None:
+                    writer.put(block, vectors)
                 encode_seconds += seconds
                 report.embedded += len(block)
         if stale:

@@ -32,18 +32,45 @@ def init_ray(num_cpus: int | None = None) -> None:
 
 
 class _EmbedActor:
-    """One loaded embedder per actor; adds an `embedding` column to each batch."""
+    """One loaded embedder per actor; adds an `embedding` column to each batch.
 
-    def __init__(self, spec: dict, device: str, batch_size: int):
+    Given a `sink` (a Chroma server collection, see chroma_server.py), the actor upserts
+    its vectors there itself and returns none: several actors write at once."""
+
+    def __init__(self, spec: dict, device: str, batch_size: int, sink: dict | None = None):
         from ragbatch.embedding import Embedder, EmbedderSpec
 
         self.embedder = Embedder(EmbedderSpec(**spec), device=device, batch_size=batch_size)
+        self.sink = None
+        if sink:
+            from ragbatch.chroma_server import open_sink
+
+            self.sink = open_sink(sink)
 
     def __call__(self, batch: dict) -> dict:
         before = self.embedder.seconds
         vectors = self.embedder.embed_documents([str(t) for t in batch["text"]])
         seconds = self.embedder.seconds - before
-        return {"id": batch["id"], "embedding": vectors, "seconds": [seconds / len(vectors)] * len(vectors)}
+        timing = {"id": batch["id"], "seconds": [seconds / len(vectors)] * len(vectors)}
+        if self.sink is None:
+            return {**timing, "embedding": vectors}
+        import json
+
+        chunks = [{**json.loads(str(row)), "id": str(i)} for i, row in zip(batch["id"], batch["chunk"])]
+        self.sink.upsert(chunks, vectors)
+        return timing
+
+
+def _sink_row(item: dict, sink: dict | None) -> dict:
+    """What an actor writing to a sink needs beyond id and text: the stored text and
+    metadata, as one JSON string (Ray's numpy batches would retype the integers)."""
+    if sink is None:
+        return {}
+    import json
+
+    from ragbatch.store import METADATA_KEYS
+
+    return {"chunk": json.dumps({k: item.get(k, "") for k in ("text", *METADATA_KEYS)})}
 
 
 def gpu_pool(gpus: float) -> tuple[int, float]:
@@ -56,6 +83,7 @@ def gpu_pool(gpus: float) -> tuple[int, float]:
 
 class RayExecutor:
     name = "ray"
+    writes_to_sink = True  # embed(..., sink=...): the actors write to a Chroma server
 
     def __init__(self, progress, device: str = "auto", batch_size: int = 32):
         self.progress = progress
@@ -73,7 +101,9 @@ class RayExecutor:
         self.progress.advance(task, len(files))
         return rows
 
-    def embed(self, items: list[dict], make_embedder: Callable) -> Iterator[tuple[list[dict], object, float]]:
+    def embed(self, items: list[dict], make_embedder: Callable, sink: dict | None = None) -> Iterator[tuple[list[dict], object, float]]:
+        """Yield (items, vectors, encode seconds) per block; with a `sink` the actors have
+        written the vectors to it, and None is yielded in their place."""
         if not items:
             return
         import numpy as np
@@ -101,9 +131,9 @@ class RayExecutor:
             pool = {"size": 1 if not os.environ.get("RAY_ADDRESS") else max(1, cpus // 4)}
             per_actor = {"num_cpus": cpus if not os.environ.get("RAY_ADDRESS") else 4}
             device = "cpu"
-        dataset = ray.data.from_items([{"id": i["id"], "text": indexed_text(i)} for i in ordered]).map_batches(
+        dataset = ray.data.from_items([{"id": i["id"], "text": indexed_text(i), **_sink_row(i, sink)} for i in ordered]).map_batches(
             _EmbedActor,
-            fn_constructor_kwargs={"spec": spec, "device": device, "batch_size": self.batch_size},
+            fn_constructor_kwargs={"spec": spec, "device": device, "batch_size": self.batch_size, "sink": sink},
             batch_size=max(self.batch_size, 256),
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(**pool),
@@ -112,7 +142,8 @@ class RayExecutor:
         task = self.progress.add_task("Embedding", total=len(items))
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             block = [by_id[str(i)] for i in batch["id"]]
-            yield block, np.asarray(batch["embedding"], dtype=np.float32), float(np.sum(batch["seconds"]))
+            vectors = np.asarray(batch["embedding"], dtype=np.float32) if sink is None else None
+            yield block, vectors, float(np.sum(batch["seconds"]))
             self.progress.advance(task, len(block))
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Layout of a store directory:
     STORE/manifest.json   what built it (see manifest.py)
-    STORE/chroma/         Chroma PersistentClient folder
+    STORE/chroma/         Chroma PersistentClient folder (or, when the manifest records a
+                          `chroma_url`, a collection on that Chroma server: chroma_server.py)
     STORE/bm25/           lexical index (see lexical.py)
     STORE/.ragbatch.lock  held by the one process writing the store (see store_lock)
     STORE/.ragbatch.readers.db  readers' shared lock, a writer's exclusive one (SQLite)
@@ -186,6 +187,16 @@ class ChromaStore:
         clearing that cache by hand would break other clients open in this process.
         """
         self.client.close()
+
+
+def open_vectors(store: Path, manifest: dict, create: bool = False) -> ChromaStore:
+    """The store's vector collection: its local Chroma folder, or the Chroma server its
+    manifest names (the same interface; see chroma_server.py)."""
+    if manifest.get("chroma_url"):
+        from ragbatch.chroma_server import ServerStore, owner
+
+        return ServerStore(manifest["chroma_url"], manifest["collection"], create=create, expected_owner=owner(manifest))
+    return ChromaStore(store, manifest["collection"], create=create)
 
 
 @contextmanager
