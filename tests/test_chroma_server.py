@@ -19,6 +19,7 @@ import pytest
 from ragbatch.errors import StoreError
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
+from ragbatch.store import unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = {
@@ -58,7 +59,7 @@ def server_contents(url: str, collection: str) -> dict:
         got = client.get_collection(collection).get(include=["metadatas", "documents", "embeddings"])
     finally:
         client.close()
-    return {i: (m, d, np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
 
 
 def local_contents(store: Path) -> dict:
@@ -69,7 +70,7 @@ def local_contents(store: Path) -> dict:
         got = client.get_collection("chunks").get(include=["metadatas", "documents", "embeddings"])
     finally:
         client.close()
-    return {i: (m, d, np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
 
 
 def assert_same(a: dict, b: dict) -> None:
