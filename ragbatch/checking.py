@@ -7,6 +7,8 @@ Every damage found is one `StoreError` line that names the damaged part and the 
 - the HNSW vector index (its files deleted or damaged: Chroma then still counts every
   vector from SQLite but finds few of them, so sample vectors must find themselves);
 - the BM25 index beside it (missing, unreadable, or out of step with the store).
+A store whose vectors are on a Chroma server (chroma_server.py) has no SQLite file here:
+its collection on the server is checked instead (reachable, its count, sample vectors).
 """
 
 from __future__ import annotations
