@@ -83,6 +83,7 @@ def bare_generate(store: Path, answers: Path, max_tokens: int) -> tuple[float, i
     from ragbatch.generation import Generator
     from ragbatch.models import DEFAULT_LLM, resolve_llm
     from ragbatch.prompting import build_prompt
+    from ragbatch.store import unpack
 
     rows = [r for r in pq.read_table(answers).to_pylist() if r["error"] is None]
     client = chromadb.PersistentClient(path=str(store / "chroma"))
@@ -90,8 +91,8 @@ def bare_generate(store: Path, answers: Path, max_tokens: int) -> tuple[float, i
     generator = Generator(resolve_llm(None), name=DEFAULT_LLM)
     prompts = []
     for row in rows:
-        got = collection.get(ids=row["chunk_ids"], include=["documents"])
-        text = dict(zip(got["ids"], got["documents"]))
+        got = collection.get(ids=row["chunk_ids"], include=["documents", "metadatas"])
+        text = {i: unpack(d, m)[0] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
         prompts.append(build_prompt(generator.tokenizer, row["question"], [text[i] for i in row["chunk_ids"]], generator.context_window, max_tokens).token_ids)
     client.close()
     assert [len(p) for p in prompts] == [r["prompt_tokens"] for r in rows], "rebuilt prompts differ from those ask sent"

@@ -39,10 +39,12 @@ def floor_ms_per_vector(model, texts: list[str], batch_size: int) -> float:
 def stored_texts(store: Path) -> list[str]:
     import chromadb
 
+    from ragbatch.store import unpack
+
     client = chromadb.PersistentClient(path=str(store / "chroma"))
-    texts = client.get_collection("chunks").get(include=["documents"])["documents"]
+    got = client.get_collection("chunks").get(include=["documents", "metadatas"])
     client.close()
-    return texts
+    return [unpack(d, m)[0] for d, m in zip(got["documents"], got["metadatas"])]
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ Every damage found is one `StoreError` line that names the damaged part and the 
 - the HNSW vector index (its files deleted or damaged: Chroma then still counts every
   vector from SQLite but finds few of them, so sample vectors must find themselves);
 - the BM25 index beside it (missing, unreadable, or out of step with the store).
+A store whose vectors are on a Chroma server (chroma_server.py) has no SQLite file here:
+its collection on the server is checked instead (reachable, its count, sample vectors).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def check_store(store: Path, lexical: bool = False) -> StoreHealth:
     Opens the store's Chroma folder, which writes to it (FACTS): publish hashes afterwards."""
     store = Path(store)
     manifest = _manifest(store)
+    if manifest.get("chroma_url"):
+        _check_server_vectors(store, manifest)
+        chunks = _check_lexical(store, manifest) if lexical else None
+        return StoreHealth(str(store), manifest["chunks"], manifest.get("embedder", {}).get("name", "?"), chunks)
     sqlite_path = store / "chroma" / "chroma.sqlite3"
     if not sqlite_path.is_file():
         raise StoreError(f"{sqlite_path}: missing, so the store has no vectors; {REINDEX}")
@@ -107,7 +113,26 @@ def _check_vectors(store: Path, manifest: dict) -> None:
         _wait_until_files_released(chroma_dir)
 
 
-def _sample_finds_itself(chroma, count: int, chroma_dir: Path) -> None:
+def _check_server_vectors(store: Path, manifest: dict) -> None:
+    """A store whose vectors are on a Chroma server (chroma_server.py): its collection there,
+    its count against the manifest, and sample vectors finding themselves."""
+    from ragbatch.store import open_vectors
+
+    vectors = open_vectors(store, manifest)  # unreachable, missing or foreign: one line
+    try:
+        where = f"Chroma server {vectors.url}, collection '{manifest['collection']}'"
+        count = vectors.count()
+        if count != manifest["chunks"]:
+            raise StoreError(
+                f"{store}: manifest says {manifest['chunks']} chunks but {where} holds {count} vectors; "
+                "run `ragbatch index` on it again to finish an interrupted run, or re-index into a new store"
+            )
+        _sample_finds_itself(vectors.collection, count, where)
+    finally:
+        vectors.close()
+
+
+def _sample_finds_itself(chroma, count: int, chroma_dir: Path | str) -> None:
     """Vectors from the start and the end of the collection must each be their own nearest
     neighbour: with HNSW files deleted, Chroma still counts every vector but finds few."""
     if not count:

@@ -106,9 +106,14 @@ def main(debug: bool) -> None:
     show_default=True,
     help="auto: Ray for large inputs or RAY_ADDRESS, else in-process.",
 )
+@click.option(
+    "--chroma",
+    metavar="URL",
+    help="Keep a new store's vectors on this Chroma server (http://HOST:PORT) instead of DIR/chroma; recorded in the store, so later commands need no flag.",
+)
 @JSON_OPTION
 @handle_errors
-def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap, batch_size, device, executor, as_json):
+def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap, batch_size, device, executor, chroma, as_json):
     """Index text, HTML and Markdown files (or directories, or globs) into a Chroma store."""
     from ragbatch.indexing import IndexOptions
     from ragbatch.indexing import index as run_index
@@ -125,6 +130,7 @@ def index(paths, store, publish_root, keep, embedder, chunk_size, chunk_overlap,
         device=device,
         executor=executor,
         keep=keep,
+        chroma=chroma,
     )
     with make_progress(not as_json) as progress:
         report = run_index(options, progress)
@@ -197,7 +203,7 @@ READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
 @JSON_OPTION
 @handle_errors
 def check(store, as_json):
-    """Verify a store as publish does (manifest, SQLite, vector count and index, BM25); name any damage and its repair."""
+    """Verify a store as publish does (manifest, SQLite or Chroma server, vector count and index, BM25); name any damage and its repair."""
     from ragbatch.checking import check_store
     from ragbatch.manifest import require_store_path
     from ragbatch.store import store_lock

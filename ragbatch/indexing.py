@@ -17,7 +17,7 @@ from ragbatch.chunking import Chunker, ChunkingParams
 from ragbatch.embedding import EmbedderLoader, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
 from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
-from ragbatch.store import BackgroundWriter, ChromaStore, Stored, place_of, store_lock
+from ragbatch.store import BackgroundWriter, Stored, open_vectors, place_of, store_lock
 
 COLLECTION = "chunks"
 # Inputs larger than this go to Ray Data by default; below it Ray's start-up dominates.
@@ -36,6 +36,7 @@ class IndexOptions:
     device: str = "auto"
     executor: str = "auto"
     keep: int = 3
+    chroma: str | None = None  # http://HOST:PORT of a Chroma server for a new store's vectors
 
 
 @dataclass
@@ -184,6 +185,10 @@ def index(options: IndexOptions, progress) -> IndexReport:
         raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
 
     store = Path(options.store)
+    if options.chroma:  # a bad, refused or unreachable URL fails before the store is created
+        from ragbatch.chroma_server import connect, settle_url
+
+        connect(settle_url(store, read_manifest(store), options.chroma)).close()
     with store_lock(store):  # held until the run (and its publish) ends
         return _index_locked(options, progress, store, files, report, started)
 
@@ -195,6 +200,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     if manifest:
         check_compatible(store, manifest, embedder_meta, params.as_dict())
     report.embedder = spec.name
+    url = _settle_server(store, manifest, options.chroma)
 
     executor_name = choose_executor(options.executor, files)
     report.executor = executor_name
@@ -203,6 +209,10 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     try:
         if manifest is None:
             manifest = new_manifest(embedder_meta, info.dimension, params.as_dict(), COLLECTION)
+            if url:
+                from ragbatch.chroma_server import collection_name
+
+                manifest.update(chroma_url=url, collection=collection_name(store))
             write_manifest(store, manifest)
         chunker = Chunker(info.tokenizer_json, params)
         write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress)
@@ -218,6 +228,19 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     return report
 
 
+def _settle_server(store: Path, manifest: dict | None, requested: str | None) -> str | None:
+    """The Chroma server holding the store's vectors (None: its local folder), reached
+    before any file is read: an unreachable server fails the run at once."""
+    if not requested and not (manifest and manifest.get("chroma_url")):
+        return None
+    from ragbatch.chroma_server import connect, settle_url
+
+    url = settle_url(store, manifest, requested)
+    if url and not requested:
+        connect(url).close()  # --chroma was reached before the lock was taken
+    return url
+
+
 def write_store(store: Path, manifest: dict, executor, loader, files, read, report: IndexReport, progress) -> None:
     """Stream files through the executor (read, chunk, embed what is new) into the one
     writer; then delete what is stale, save the BM25 index and the manifest.
@@ -228,7 +251,7 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
     from ragbatch.chunking import indexed_text
     from ragbatch.lexical_build import LexicalBuilder, stored_count
 
-    chroma = ChromaStore(store, manifest["collection"])
+    chroma = open_vectors(store, manifest, create=True)
     try:
         existing = chroma.existing()
         lagging = stored_count(store) != len(existing)  # a crash, or a store older than BM25

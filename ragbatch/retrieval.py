@@ -74,7 +74,7 @@ class Retriever:
         max_per_page: int = 0,
         notify=None,
     ):
-        from ragbatch.store import ChromaStore, reading
+        from ragbatch.store import open_vectors, reading
         from ragbatch.store_cache import resolve_store
 
         modes = tuple(modes or (mode,))
@@ -94,10 +94,16 @@ class Retriever:
         try:
             self.manifest = require_manifest(self.path)
             self.spec = store_embedder(self.requested, self.manifest)
+            # The vectors first: a Chroma server that is down fails before a model loads.
+            self.chroma = open_vectors(self.path, self.manifest, create=False)
+        except BaseException:
+            self._reading.close()
+            raise
+        try:
             self.embedder = Embedder(self.spec, device=device) if set(modes) != {"bm25"} else None
             self.lexical = self._open_lexical() if modes != ("dense",) else None
-            self.chroma = ChromaStore(self.path, self.manifest["collection"], create=False)
         except BaseException:
+            self.chroma.close()
             self._reading.close()
             raise
 

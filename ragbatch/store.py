@@ -2,7 +2,8 @@
 
 Layout of a store directory:
     STORE/manifest.json   what built it (see manifest.py)
-    STORE/chroma/         Chroma PersistentClient folder
+    STORE/chroma/         Chroma PersistentClient folder (or, when the manifest records a
+                          `chroma_url`, a collection on that Chroma server: chroma_server.py)
     STORE/bm25/           lexical index (see lexical.py)
     STORE/.ragbatch.lock  held by the one process writing the store (see store_lock)
     STORE/.ragbatch.readers.db  readers' shared lock, a writer's exclusive one (SQLite)
@@ -17,6 +18,7 @@ writer holds it, and a writer waits for the readers already in.
 
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import threading
@@ -38,6 +40,13 @@ QUIET_WAIT_SECONDS = 1.0
 # an edit above it changes without changing its id (see `ChromaStore.refresh_places`).
 METADATA_KEYS = ("source", "path", "root", "title", "section", "position", "start", "lines", "context", "anchors")
 PLACE_KEYS = ("position", "start", "lines")
+# Each chunk is stored as one metadata value, RECORD_KEY: a JSON object of its text and its
+# METADATA_KEYS; Chroma's own `documents` are left empty. Chroma 1.5's SQLite segment
+# writes a trigram full-text index of every document and a row with three index entries
+# per metadata key, neither of which ragbatch reads (BM25 and --where filters are its
+# own): one packed value wrote 50k vectors about twice as fast (benchmarks/RESULTS.md,
+# 2026-11-22). Records of older stores (a document and one key per field) are read too.
+RECORD_KEY = "ragbatch"
 # HNSW search breadth (Chroma's default is 100). Hybrid retrieval asks for the top 50 of
 # each list; at ef 100 the approximate top 50 missed 2.2 % of the exact one on raydocs-dev
 # (one to three questions of its hit@5), at 200 0.5 %, at 400 0.1 % (every figure then equal to
@@ -65,8 +74,23 @@ class Hit:
         return f"{self.source}#{self.lines}" if self.lines else self.source
 
 
-def _hit(chunk_id: str, text: str, meta: dict, score: float) -> Hit:
-    meta = meta or {}
+def pack(chunk: dict) -> dict:
+    """A chunk's Chroma metadata: its text and fields as one JSON value."""
+    return {RECORD_KEY: json.dumps({"text": chunk["text"], **{k: chunk.get(k, "") for k in METADATA_KEYS}}, ensure_ascii=False, separators=(",", ":"))}
+
+
+def unpack(document: str | None, metadata: dict | None) -> tuple[str, dict]:
+    """(text, fields) of a stored chunk, packed (see RECORD_KEY) or as older stores wrote it."""
+    metadata = metadata or {}
+    packed = metadata.get(RECORD_KEY)
+    if packed is None:
+        return document or "", metadata
+    record = json.loads(packed)
+    return record.pop("text", ""), record
+
+
+def _hit(chunk_id: str, document: str | None, metadata: dict | None, score: float) -> Hit:
+    text, meta = unpack(document, metadata)
     anchors = tuple((meta.get("anchors") or "").split())
     return Hit(chunk_id, meta.get("source", ""), float(score), text, meta.get("title", ""), anchors, meta.get("lines") or "")
 
@@ -115,7 +139,7 @@ class ChromaStore:
         offset = 0
         while True:
             page = self.collection.get(include=["metadatas"], limit=self.max_batch, offset=offset)
-            yield from zip(page["ids"], page["metadatas"])
+            yield from ((i, unpack(None, m)[1]) for i, m in zip(page["ids"], page["metadatas"]))
             if len(page["ids"]) < self.max_batch:
                 return
             offset += len(page["ids"])
@@ -125,21 +149,23 @@ class ChromaStore:
         return {chunk_id: Stored(sys.intern(meta.get("path", "")), sys.intern(meta.get("root", "")), place_of(meta)) for chunk_id, meta in self.metadatas()}
 
     def refresh_places(self, chunks: list[dict]) -> None:
-        """Rewrite the metadata of chunks already stored whose place in their file moved
-        (a paragraph inserted above them); their text, and so their vector, is unchanged."""
+        """Rewrite the place (PLACE_KEYS) of chunks already stored that an edit above them
+        moved in their file; their text, and so their vector, is unchanged. The stored record
+        is read back for its text (Ray hands back stored chunks without theirs)."""
         for start in range(0, len(chunks), self.max_batch):
-            part = chunks[start : start + self.max_batch]
-            self.collection.update(ids=[c["id"] for c in part], metadatas=[{k: c.get(k, "") for k in METADATA_KEYS} for c in part])
+            part = {c["id"]: c for c in chunks[start : start + self.max_batch]}
+            page = self.collection.get(ids=list(part), include=["documents", "metadatas"])
+            records = []
+            for chunk_id, document, metadata in zip(page["ids"], page["documents"], page["metadatas"]):
+                text, fields = unpack(document, metadata)
+                records.append(pack({**fields, "text": text, **{k: part[chunk_id].get(k, "") for k in PLACE_KEYS}}))
+            if page["ids"]:
+                self.collection.update(ids=page["ids"], metadatas=records)
 
     def upsert(self, chunks: list[dict], embeddings) -> None:
         for start in range(0, len(chunks), self.max_batch):
             part = chunks[start : start + self.max_batch]
-            self.collection.upsert(
-                ids=[c["id"] for c in part],
-                embeddings=embeddings[start : start + self.max_batch],
-                documents=[c["text"] for c in part],
-                metadatas=[{k: c.get(k, "") for k in METADATA_KEYS} for c in part],
-            )
+            self.collection.upsert(ids=[c["id"] for c in part], embeddings=embeddings[start : start + self.max_batch], metadatas=[pack(c) for c in part])
 
     def delete(self, ids: list[str]) -> None:
         for start in range(0, len(ids), self.max_batch):
@@ -149,8 +175,8 @@ class ChromaStore:
         """(id, text) pairs for the given ids, in pages."""
         pairs = []
         for start in range(0, len(ids), self.max_batch):
-            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents"])
-            pairs.extend(zip(page["ids"], page["documents"]))
+            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents", "metadatas"])
+            pairs.extend((i, unpack(d, m)[0]) for i, d, m in zip(page["ids"], page["documents"], page["metadatas"]))
         return pairs
 
     def sources(self, ids) -> dict[str, str]:
@@ -158,7 +184,7 @@ class ChromaStore:
         ids, found = list(ids), {}
         for start in range(0, len(ids), self.max_batch):
             page = self.collection.get(ids=ids[start : start + self.max_batch], include=["metadatas"])
-            found.update((i, (m or {}).get("source", "")) for i, m in zip(page["ids"], page["metadatas"]))
+            found.update((i, unpack(None, m)[1].get("source", "")) for i, m in zip(page["ids"], page["metadatas"]))
         return found
 
     def indexed_texts(self, ids: list[str]) -> list[tuple[str, str]]:
@@ -168,10 +194,9 @@ class ChromaStore:
         pairs = []
         for start in range(0, len(ids), self.max_batch):
             page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents", "metadatas"])
-            pairs.extend(
-                (i, indexed_text({"text": doc, "context": (meta or {}).get("context")}))
-                for i, doc, meta in zip(page["ids"], page["documents"], page["metadatas"])
-            )
+            for i, doc, meta in zip(page["ids"], page["documents"], page["metadatas"]):
+                text, fields = unpack(doc, meta)
+                pairs.append((i, indexed_text({"text": text, "context": fields.get("context")})))
         return pairs
 
     def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
@@ -218,6 +243,16 @@ class ChromaStore:
         clearing that cache by hand would break other clients open in this process.
         """
         self.client.close()
+
+
+def open_vectors(store: Path, manifest: dict, create: bool = False) -> ChromaStore:
+    """The store's vector collection: its local Chroma folder, or the Chroma server its
+    manifest names (the same interface; see chroma_server.py)."""
+    if manifest.get("chroma_url"):
+        from ragbatch.chroma_server import ServerStore, owner
+
+        return ServerStore(manifest["chroma_url"], manifest["collection"], create=create, expected_owner=owner(manifest))
+    return ChromaStore(store, manifest["collection"], create=create)
 
 
 @contextmanager
@@ -271,21 +306,44 @@ def _readers_lock(store: Path, mode: str, notify):
 class BackgroundWriter:
     """The single Chroma writer, on its own thread so writes overlap the next encode.
 
-    The queue is short: if Chroma falls behind, the embedder waits instead of
+    Blocks waiting in the queue when the writer comes back for more are merged into one
+    upsert of up to Chroma's maximum batch: each upsert is a SQLite transaction and an
+    HNSW update, so a writer that falls behind (a GPU encodes faster than one Chroma
+    writes) catches up with fewer, larger writes instead of falling further behind.
+    The queue is short: if Chroma still falls behind, the embedder waits instead of
     holding every vector in memory.
     """
 
+    QUEUED_BLOCKS = 16
+
     def __init__(self, chroma):
         self.chroma = chroma
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.queue: queue.Queue = queue.Queue(maxsize=self.QUEUED_BLOCKS)
         self.error: BaseException | None = None
+        self.upserts = 0  # upsert calls made (merged blocks count once)
         self.thread = threading.Thread(target=self._run, name="chroma-writer", daemon=True)
 
     def _run(self):
-        while (item := self.queue.get()) is not None:
+        waiting: list = []  # taken from the queue, not yet written; None ends the run
+        while True:
+            item = waiting.pop(0) if waiting else self.queue.get()
+            if item is None:
+                return
+            chunks, vectors = list(item[0]), [item[1]]
+            while not waiting:  # merge what is already queued, up to one maximum batch
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None or len(chunks) + len(nxt[0]) > self.chroma.max_batch:
+                    waiting.append(nxt)
+                else:
+                    chunks += nxt[0]
+                    vectors.append(nxt[1])
             if self.error is None:
                 try:
-                    self.chroma.upsert(*item)
+                    self.chroma.upsert(chunks, _stack(vectors))
+                    self.upserts += 1
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                     self.error = exc
 
@@ -304,3 +362,11 @@ class BackgroundWriter:
         if self.error is not None and exc[0] is None:
             raise self.error
         return False
+
+
+def _stack(blocks: list):
+    if len(blocks) == 1:
+        return blocks[0]
+    import numpy as np
+
+    return np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks])

@@ -25,3 +25,12 @@ def llm_generator(llm_folder):
     generator = Generator(llm_folder, max_model_len=2048, name=DEFAULT_LLM)
     yield generator
     generator.close()
+
+
+# --- a real Chroma server (`chroma run`) for stores whose vectors live on one ---
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    from chroma_process import ChromaServer
+
+    with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
+        yield server

@@ -18,6 +18,7 @@ from fake_hub import FakeHub
 from ragbatch.answers import BASE_COLUMNS, RUN_METADATA
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
+from ragbatch.store import unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS = [
@@ -123,9 +124,9 @@ def _chunk_texts(store, ids):
     import chromadb
 
     client = chromadb.PersistentClient(path=str(store / "chroma"))
-    got = client.get_collection("chunks").get(ids=list(ids), include=["documents"])
+    got = client.get_collection("chunks").get(ids=list(ids), include=["documents", "metadatas"])
     client.close()
-    by_id = dict(zip(got["ids"], got["documents"]))
+    by_id = {i: unpack(d, m)[0] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
     return [by_id[i] for i in ids]
 
 

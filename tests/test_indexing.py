@@ -9,6 +9,7 @@ import pytest
 from ragbatch.errors import RagbatchError, StoreError
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
+from ragbatch.store import unpack
 
 TXT = "\n".join(f"Fogg's journal, day {i}: the steamer reached port {i} and Passepartout bought {i} oranges." for i in range(40))
 HTML = """<html><body><nav>Site navigation</nav><main>
@@ -41,7 +42,7 @@ def stored(store):
     client = chromadb.PersistentClient(path=str(store / "chroma"))
     got = client.get_collection("chunks").get(include=["metadatas", "documents", "embeddings"])
     client.close()
-    return {i: (m, d, np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
 
 
 def test_index_then_reindex_embeds_nothing(corpus, tmp_path):
@@ -261,7 +262,7 @@ def test_same_named_files_in_two_folders_keep_their_own_chunks(tmp_path):
 
     client = chromadb.PersistentClient(path=str(tmp_path / "s" / "chroma"))
     try:
-        sources = sorted(m["source"] for m in client.get_collection("chunks").get(include=["metadatas"])["metadatas"])
+        sources = sorted(unpack(None, m)[1]["source"] for m in client.get_collection("chunks").get(include=["metadatas"])["metadatas"])
     finally:
         client.close()
     assert sources == ["a/notes.txt", "b/notes.txt"]

@@ -14,6 +14,7 @@ from ragbatch.indexing import IndexOptions, index
 from ragbatch.models import DEFAULT_EMBEDDER
 from ragbatch.progress import make_progress
 from ragbatch.readers.text import plain_text_section, tidy_line
+from ragbatch.store import unpack
 
 PARAGRAPHS = [f"Day {i}. The steamer reached port {i}, and Passepartout  bought\n  {i} oranges at the market.\n" for i in range(60)]
 
@@ -55,7 +56,8 @@ def stored_places(store):
     client = chromadb.PersistentClient(path=str(store / "chroma"))
     got = client.get_collection("chunks").get(include=["metadatas", "documents"])
     client.close()
-    return {i: (m["lines"], m["position"], d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
+    records = {i: unpack(d, m) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
+    return {i: (fields["lines"], fields["position"], text) for i, (text, fields) in records.items()}
 
 
 def assert_ranges_hold_the_text(path, places):

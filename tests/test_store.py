@@ -1,0 +1,62 @@
+"""The local Chroma collection's record format and its one writer, on real Chroma."""
+
+import numpy as np
+
+from ragbatch.store import METADATA_KEYS, RECORD_KEY, BackgroundWriter, ChromaStore
+
+
+def chunk(i: int, **extra) -> dict:
+    return {
+        "id": f"c{i}",
+        "text": f"text of chunk {i} — with ünïcode",
+        "source": f"doc{i % 3}.txt#s{i}",
+        "path": f"/d/doc{i % 3}.txt",
+        "root": "/d",
+        "position": i,
+        **extra,
+    }
+
+
+def test_chunks_are_packed_in_one_value_and_older_records_still_read(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4, 8)).astype(np.float32)
+    store = ChromaStore(tmp_path / "s", "chunks")
+    try:
+        store.upsert([chunk(0, context="Page › Section", anchors="a b"), chunk(1)], vectors[:2])
+        # A record as ragbatch wrote them before: the text as Chroma's document, one key per field.
+        old = chunk(2, context="Old page")
+        store.collection.upsert(ids=["c2"], embeddings=vectors[2:3], documents=[old["text"]], metadatas=[{k: old.get(k, "") for k in METADATA_KEYS}])
+
+        raw = store.collection.get(ids=["c0"], include=["documents", "metadatas"])
+        assert raw["documents"] == [None] and list(raw["metadatas"][0]) == [RECORD_KEY]
+
+        assert dict(store.texts(["c0", "c2"])) == {"c0": chunk(0)["text"], "c2": old["text"]}
+        assert store.existing() == {"c0": ("/d/doc0.txt", "/d"), "c1": ("/d/doc1.txt", "/d"), "c2": ("/d/doc2.txt", "/d")}
+        assert store.sources(["c0", "c2"]) == {"c0": "doc0.txt#s0", "c2": "doc2.txt#s2"}
+        assert dict(store.indexed_texts(["c0", "c2"])) == {"c0": "Page › Section\n\n" + chunk(0)["text"], "c2": "Old page\n\n" + old["text"]}
+        fields = dict(store.metadatas())
+        assert fields["c0"]["position"] == 0 and fields["c0"]["anchors"] == "a b" and fields["c2"]["context"] == "Old page"
+        hits = store.query(vectors[[0, 2]], 1)
+        assert [(h[0].chunk_id, h[0].text, h[0].anchors) for h in hits] == [("c0", chunk(0)["text"], ("a", "b")), ("c2", old["text"], ())]
+        assert [h[0].source for h in store.hits([[("c2", 0.5)], [("c0", 0.4)]])] == ["doc2.txt#s2", "doc0.txt#s0"]
+    finally:
+        store.close()
+
+
+def test_the_writer_merges_waiting_blocks_into_upserts_of_at_most_the_maximum_batch(tmp_path):
+    rng = np.random.default_rng(1)
+    store = ChromaStore(tmp_path / "s", "chunks")
+    try:
+        blocks = [([chunk(b * 600 + i) for i in range(600)], rng.normal(size=(600, 8)).astype(np.float32)) for b in range(10)]
+        writer = BackgroundWriter(store)
+        for block in blocks:  # all waiting before the writer starts: it is behind
+            writer.put(*block)
+        with writer:
+            pass
+        # 9 blocks (5,400 vectors) fit in one upsert of at most 5,461; the tenth is another.
+        assert store.max_batch == 5461 and writer.upserts == 2
+        assert store.count() == 6000
+        got = store.collection.get(ids=["c0", "c5999"], include=["embeddings"])
+        np.testing.assert_allclose(np.asarray(got["embeddings"]), np.stack([blocks[0][1][0], blocks[9][1][599]]), rtol=1e-6)
+    finally:
+        store.close()
