@@ -144,7 +144,7 @@ def test_ask_answers_from_the_server_store(stores, tmp_path):
     assert result.returncode == 0, result.stderr
     row = pq.read_table(out).to_pylist()[0]
     assert row["error"] is None and "Zubrowka" in row["answer"]
-    assert row["sources"][0] == "freedonia.txt"
+    assert row["sources"][0] == "freedonia.txt#L1"  # the file and the line it came from
 
 
 def test_check_and_publish_copy_the_directory_that_points_at_the_server(stores, tmp_path, chroma_server):
