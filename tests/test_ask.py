@@ -4,6 +4,7 @@ Bad invocations fail before any model loads, so most error tests are quick; the
 generation tests load vLLM once per `ask` call."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -103,12 +104,13 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
     rows = {r["id"]: r for r in table.to_pylist()}
     assert list(rows) == ["capital", "president", "huge"]  # input order
     assert "Zubrowka" in rows["capital"]["answer"]
+    assert rows["capital"]["sources"][0] == "freedonia.txt#L1"  # cited with the line of the fact
     tokenizer = AutoTokenizer.from_pretrained(resolve_llm(None))
     for qid in ("capital", "president"):
         row = rows[qid]
         assert row["error"] is None and row["finish_reason"] in ("stop", "length")
         assert len(row["sources"]) == 2 and len(row["chunk_ids"]) == 2 and len(row["scores"]) == 2
-        assert row["sources"] == ["freedonia.txt", "freedonia.txt"] and row["scores"][0] >= row["scores"][1]
+        assert all(re.fullmatch(r"freedonia\.txt#L[1-4]", source) for source in row["sources"]) and row["scores"][0] >= row["scores"][1]
         assert 0 < row["completion_tokens"] <= 24 and row["prompt_tokens_cl100k_base"] > 0
         # Exact: the prompt sent is the one build_prompt renders for the retrieved passages.
         texts = [t for t in _chunk_texts(store, row["chunk_ids"])]
