@@ -4,8 +4,8 @@ Bad invocations fail before any model loads, so most error tests are quick; the
 generation tests load vLLM once per `ask` call."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
