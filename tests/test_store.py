@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ragbatch.store import METADATA_KEYS, RECORD_KEY, BackgroundWriter, ChromaStore
+from ragbatch.store import METADATA_KEYS, RECORD_KEY, BackgroundWriter, ChromaStore, place_of
 
 
 def chunk(i: int, **extra) -> dict:
@@ -31,7 +31,9 @@ def test_chunks_are_packed_in_one_value_and_older_records_still_read(tmp_path):
         assert raw["documents"] == [None] and list(raw["metadatas"][0]) == [RECORD_KEY]
 
         assert dict(store.texts(["c0", "c2"])) == {"c0": chunk(0)["text"], "c2": old["text"]}
-        assert store.existing() == {"c0": ("/d/doc0.txt", "/d"), "c1": ("/d/doc1.txt", "/d"), "c2": ("/d/doc2.txt", "/d")}
+        existing = store.existing()
+        assert {i: stored[:2] for i, stored in existing.items()} == {"c0": ("/d/doc0.txt", "/d"), "c1": ("/d/doc1.txt", "/d"), "c2": ("/d/doc2.txt", "/d")}
+        assert existing["c0"].place == place_of(chunk(0)) != place_of(chunk(0, lines="L3-L4"))
         assert store.sources(["c0", "c2"]) == {"c0": "doc0.txt#s0", "c2": "doc2.txt#s2"}
         assert dict(store.indexed_texts(["c0", "c2"])) == {"c0": "Page › Section\n\n" + chunk(0)["text"], "c2": "Old page\n\n" + old["text"]}
         fields = dict(store.metadatas())
@@ -39,6 +41,15 @@ def test_chunks_are_packed_in_one_value_and_older_records_still_read(tmp_path):
         hits = store.query(vectors[[0, 2]], 1)
         assert [(h[0].chunk_id, h[0].text, h[0].anchors) for h in hits] == [("c0", chunk(0)["text"], ("a", "b")), ("c2", old["text"], ())]
         assert [h[0].source for h in store.hits([[("c2", 0.5)], [("c0", 0.4)]])] == ["doc2.txt#s2", "doc0.txt#s0"]
+
+        # A chunk moved in its file (handed back without its text, as Ray does): its place
+        # is rewritten, its text and vector kept, packed and older records alike.
+        store.refresh_places([{"id": "c0", "position": 7, "start": 90, "lines": "L9-L11"}, {"id": "c2", "position": 8, "start": 0, "lines": "L12"}])
+        fields = dict(store.metadatas())
+        assert (fields["c0"]["position"], fields["c0"]["lines"], fields["c0"]["anchors"]) == (7, "L9-L11", "a b")
+        assert (fields["c2"]["lines"], fields["c2"]["context"]) == ("L12", "Old page")
+        assert dict(store.texts(["c0", "c2"])) == {"c0": chunk(0)["text"], "c2": old["text"]}
+        assert [h[0].cited for h in store.query(vectors[[0, 2]], 1)] == ["doc0.txt#s0#L9-L11", "doc2.txt#s2#L12"]
     finally:
         store.close()
 
