@@ -289,10 +289,11 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
                 if block:
                     writer.put(block, vectors)
                     lexical.add((c["id"], indexed_text(c)) for c in block)  # to disk, part by part
-                    new_paths.update(c["path"] for c in block)
+                    written = {c["path"] for c in block}
+                    new_paths |= written
+                    read_paths |= written
                     report.embedded += len(block)
                     progress.advance(embed_task, len(block))
-                read_paths.update(new_paths)
                 encode_seconds += seconds
                 progress.advance(read_task, len(read_paths) - before)
         report.unchanged = len(current) - report.embedded

@@ -89,8 +89,8 @@ def unpack(document: str | None, metadata: dict | None) -> tuple[str, dict]:
     return record.pop("text", ""), record
 
 
-def _hit(chunk_id: str, document: str | None, metadata: dict | None, score: float) -> Hit:
-    text, meta = unpack(document, metadata)
+def _hit(chunk_id: str, text: str, meta: dict, score: float) -> Hit:
+    """A Hit from a stored chunk's unpacked text and fields."""
     anchors = tuple((meta.get("anchors") or "").split())
     return Hit(chunk_id, meta.get("source", ""), float(score), text, meta.get("title", ""), anchors, meta.get("lines") or "")
 
@@ -148,19 +148,29 @@ class ChromaStore:
         """id -> (path, root, place) of every stored chunk."""
         return {chunk_id: Stored(sys.intern(meta.get("path", "")), sys.intern(meta.get("root", "")), place_of(meta)) for chunk_id, meta in self.metadatas()}
 
+    def records(self, ids, text: bool = True):
+        """(id, text, fields) of the given stored chunks, read in pages; text "" when
+        `text` is false (metadata only)."""
+        ids = list(ids)
+        include = ["documents", "metadatas"] if text else ["metadatas"]
+        for start in range(0, len(ids), self.max_batch):
+            page = self.collection.get(ids=ids[start : start + self.max_batch], include=include)
+            documents = page["documents"] if text else [None] * len(page["ids"])
+            for chunk_id, document, metadata in zip(page["ids"], documents, page["metadatas"]):
+                yield (chunk_id, *unpack(document, metadata))
+
     def refresh_places(self, chunks: list[dict]) -> None:
         """Rewrite the place (PLACE_KEYS) of chunks already stored that an edit above them
         moved in their file; their text, and so their vector, is unchanged. The stored record
         is read back for its text (Ray hands back stored chunks without theirs)."""
         for start in range(0, len(chunks), self.max_batch):
             part = {c["id"]: c for c in chunks[start : start + self.max_batch]}
-            page = self.collection.get(ids=list(part), include=["documents", "metadatas"])
-            records = []
-            for chunk_id, document, metadata in zip(page["ids"], page["documents"], page["metadatas"]):
-                text, fields = unpack(document, metadata)
+            ids, records = [], []
+            for chunk_id, text, fields in self.records(part):
+                ids.append(chunk_id)
                 records.append(pack({**fields, "text": text, **{k: part[chunk_id].get(k, "") for k in PLACE_KEYS}}))
-            if page["ids"]:
-                self.collection.update(ids=page["ids"], metadatas=records)
+            if ids:
+                self.collection.update(ids=ids, metadatas=records)
 
     def upsert(self, chunks: list[dict], embeddings) -> None:
         for start in range(0, len(chunks), self.max_batch):
@@ -173,42 +183,25 @@ class ChromaStore:
 
     def texts(self, ids: list[str]) -> list[tuple[str, str]]:
         """(id, text) pairs for the given ids, in pages."""
-        pairs = []
-        for start in range(0, len(ids), self.max_batch):
-            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents", "metadatas"])
-            pairs.extend((i, unpack(d, m)[0]) for i, d, m in zip(page["ids"], page["documents"], page["metadatas"]))
-        return pairs
+        return [(chunk_id, text) for chunk_id, text, _ in self.records(ids)]
 
     def sources(self, ids) -> dict[str, str]:
         """id -> source for the given ids, in pages (metadata only)."""
-        ids, found = list(ids), {}
-        for start in range(0, len(ids), self.max_batch):
-            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["metadatas"])
-            found.update((i, unpack(None, m)[1].get("source", "")) for i, m in zip(page["ids"], page["metadatas"]))
-        return found
+        return {chunk_id: fields.get("source", "") for chunk_id, _, fields in self.records(ids, text=False)}
 
     def indexed_texts(self, ids: list[str]) -> list[tuple[str, str]]:
         """(id, the text BM25 and the embedder read: context line and text) for the given ids."""
         from ragbatch.chunking import indexed_text
 
-        pairs = []
-        for start in range(0, len(ids), self.max_batch):
-            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["documents", "metadatas"])
-            for i, doc, meta in zip(page["ids"], page["documents"], page["metadatas"]):
-                text, fields = unpack(doc, meta)
-                pairs.append((i, indexed_text({"text": text, "context": fields.get("context")})))
-        return pairs
+        return [(chunk_id, indexed_text({"text": text, "context": fields.get("context")})) for chunk_id, text, fields in self.records(ids)]
 
     def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
         """Hits for (id, score) lists ranked elsewhere (BM25, fusion), in their order.
 
         Every id of every list is fetched in one paged lookup, not one call per question.
         """
-        wanted = list(dict.fromkeys(chunk_id for ranked in rankings for chunk_id, _ in ranked))
-        found: dict[str, tuple[str, dict]] = {}
-        for start in range(0, len(wanted), self.max_batch):
-            page = self.collection.get(ids=wanted[start : start + self.max_batch], include=["documents", "metadatas"])
-            found.update(zip(page["ids"], zip(page["documents"], page["metadatas"])))
+        wanted = dict.fromkeys(chunk_id for ranked in rankings for chunk_id, _ in ranked)
+        found = {chunk_id: (text, fields) for chunk_id, text, fields in self.records(wanted)}
         return [[_hit(i, *found[i], score) for i, score in ranked if i in found] for ranked in rankings]
 
     def ranked(self, embeddings, k: int, ids: set[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -233,7 +226,7 @@ class ChromaStore:
                 include=["documents", "metadatas", "distances"],
             )
             for ids, docs, metas, dists in zip(found["ids"], found["documents"], found["metadatas"], found["distances"]):
-                results.append([_hit(i, doc, m, 1.0 - float(d)) for i, doc, m, d in zip(ids, docs, metas, dists)])
+                results.append([_hit(i, *unpack(doc, m), 1.0 - float(d)) for i, doc, m, d in zip(ids, docs, metas, dists)])
         return results
 
     def close(self) -> None:
