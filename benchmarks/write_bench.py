@@ -155,12 +155,12 @@ def local_recall(folder: str, vectors: np.ndarray, queries: np.ndarray) -> float
 _SERVER_WRITER = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from ragbatch.chroma_server import open_sink
+from ragbatch.chroma_server import ServerStore
 data = np.load(sys.argv[2])
 import json
 chunks = json.loads(open(sys.argv[3]).read())
 block = int(sys.argv[6])
-store = open_sink({"url": sys.argv[4], "name": sys.argv[5]})
+store = ServerStore(sys.argv[4], sys.argv[5])
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
 for start in range(0, len(data), block):
     store.upsert(chunks[start : start + block], data[start : start + block])

@@ -7,8 +7,8 @@ the URL (`chroma_url`) and the collection's name (unique per store), so `search`
 directory points at the same collection.
 
 The server serialises writes, so several processes may upsert into one collection at
-once (the parallel write path: Ray embed actors write their own blocks). `ServerStore`
-is therefore built from plain values (URL and collection name) in any process. The
+once (a local folder loses vectors that way: FACTS.md). `ServerStore` is built from plain
+values (URL and collection name), so any process can open it. The
 collection carries the embedder that made it in its metadata, and opening it with a
 manifest of another embedder is refused, as indexing a local store with one is.
 """
@@ -128,11 +128,3 @@ class ServerStore(ChromaStore):
                 "Use another --store, or the collection's embedder."
             )
         return collection
-
-    def sink(self) -> dict:
-        """Plain values from which another process opens this collection to write to it."""
-        return {"url": self.url, "name": self.collection.name}
-
-
-def open_sink(sink: dict) -> ServerStore:
-    return ServerStore(sink["url"], sink["name"])

@@ -179,7 +179,7 @@ def test_check_and_publish_copy_the_directory_that_points_at_the_server(stores, 
     assert f"Chroma server {chroma_server.url}" in broken.stderr and "holds" in broken.stderr and "Traceback" not in broken.stderr
 
 
-def test_ray_actors_write_to_the_server_and_build_the_same_collection(stores, tmp_path, chroma_server):
+def test_the_ray_executor_builds_the_same_collection_on_the_server(stores, tmp_path, chroma_server):
     ray = run([stores / "docs"], tmp_path / "ray", executor="ray", chroma=chroma_server.url)
     assert ray.executor == "ray" and ray.embedded == ray.chunks
     assert_same(local_contents(stores / "local"), server_contents(chroma_server.url, manifest(tmp_path / "ray")["collection"]))
@@ -195,9 +195,9 @@ def test_several_processes_write_one_server_collection_and_lose_nothing(tmp_path
     ServerStore(chroma_server.url, name, create=True).close()
     writer = """
 import sys, numpy as np
-from ragbatch.chroma_server import open_sink
+from ragbatch.chroma_server import ServerStore
 part = int(sys.argv[1])
-store = open_sink({"url": sys.argv[2], "name": sys.argv[3]})
+store = ServerStore(sys.argv[2], sys.argv[3])
 rng = np.random.default_rng(part)
 for block in range(8):
     ids = [f"p{part}-{block}-{i}" for i in range(250)]
