@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from test_ask import FACTS  # the same small corpus as `ask`'s tests
 
 from ragbatch.answers import BASE_COLUMNS
 from ragbatch.indexing import IndexOptions, index
@@ -26,12 +27,6 @@ from ragbatch.publish import publish
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTS = [
-    "The capital of Freedonia is Zubrowka, a city on the river Vel.",
-    "Freedonia's national dish is a stew of lentils called brodo.",
-    "The president of Freedonia in 1933 was Rufus T. Firefly.",
-    "Sylvania is Freedonia's neighbour; its ambassador was Trentino.",
-]
 NEW_FACTS = ["The capital of Freedonia moved to Marsovia, a port on the Gulf of Klopstokia."] + FACTS[1:]
 CAPITAL = "What is the capital of Freedonia?"
 SERVER_OPTIONS = ["--max-model-len", "2048", "--count-tokens", "cl100k_base", "--price-prompt", "1.0", "--price-completion", "2.0"]
