@@ -43,13 +43,24 @@ import json, sys, time
 from pathlib import Path
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
+import threading
 corpus, store, embedder = sys.argv[1:4]
+def status():
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line) if v.strip().endswith("kB")}
+peaks = {"RssAnon": 0, "RssShmem": 0, "RssFile": 0}
+def sample():  # the parts of RSS, sampled: VmHWM alone cannot say what grew
+    while True:
+        now = status()
+        for key in peaks:
+            peaks[key] = max(peaks[key], now[key])
+        time.sleep(0.2)
+threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
 report = index(IndexOptions([corpus], Path(store), embedder=embedder, executor="ray", device="cpu"), make_progress(False))
 wall = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
 kb = lambda key: int(status[key].split()[0])
-print("RESULT " + json.dumps({"report": report.as_json(), "wall": wall, "hwm_kb": kb("VmHWM"), "rss_kb": kb("VmRSS"), "shmem_kb": kb("RssShmem")}), flush=True)
+print("RESULT " + json.dumps({"report": report.as_json(), "wall": wall, "hwm_kb": kb("VmHWM"), "rss_kb": kb("VmRSS"), "shmem_kb": kb("RssShmem"), "peaks_kb": peaks}), flush=True)
 """
 
 
@@ -153,7 +164,8 @@ def main() -> None:
         rows.append((mb, files, report["chunks"], result["hwm_kb"] / 1024, chroma, report["embedded"] / result["wall"], result["wall"], wall))
         print(
             f"{mb:g} MB: {files} files, {report['chunks']} chunks, driver peak RSS {result['hwm_kb'] / 1024:.0f} MiB, "
-            f"{report['embedded'] / result['wall']:.0f} vectors/s (index() {result['wall']:.1f} s, process {wall:.1f} s)",
+            f"{report['embedded'] / result['wall']:.0f} vectors/s (index() {result['wall']:.1f} s, process {wall:.1f} s); "
+            + ", ".join(f"peak {key} {kb / 1024:.0f} MiB" for key, kb in result["peaks_kb"].items()),
             flush=True,
         )
     print()

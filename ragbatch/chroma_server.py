@@ -94,6 +94,7 @@ class ServerStore(ChromaStore):
 
     def __init__(self, url: str, name: str, create: bool = False, expected_owner: str | None = None):
         self.url = url
+        self.expected_owner = expected_owner
         self.path = None
         self.client = connect(url)
         try:
@@ -105,6 +106,11 @@ class ServerStore(ChromaStore):
         except Exception as exc:  # noqa: BLE001 - the server went away between calls
             self.client.close()
             raise unreachable(url, exc) from None
+
+    def address(self) -> dict:
+        """ServerStore's arguments that open this collection in another process (a Ray
+        embed actor writing beside others)."""
+        return {"url": self.url, "name": self.collection.name, "expected_owner": self.expected_owner}
 
     def _open(self, name: str, create: bool, expected_owner: str | None):
         from chromadb.errors import NotFoundError

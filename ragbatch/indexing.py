@@ -49,6 +49,7 @@ class IndexReport:
     skipped_files: int = 0
     errors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    writers: set[str] = field(default_factory=set)  # processes that wrote vectors: "driver", or Ray actors' host:pid
     notices: list[str] = field(default_factory=list)  # choices the user should know of
     ms_per_vector: float | None = None
     seconds: float = 0.0
@@ -65,6 +66,7 @@ class IndexReport:
             "unchanged": self.unchanged,
             "deleted": self.deleted,
             "skipped_files": self.skipped_files,
+            "vector_writers": sorted(self.writers),
             "errors": self.errors,
             "ms_per_vector": None if self.ms_per_vector is None else round(self.ms_per_vector, 3),
             "seconds": round(self.seconds, 3),
@@ -264,8 +266,11 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
         read_task = progress.add_task("Reading", total=len(files))
         embed_task = progress.add_task("Embedding", total=None)
         encode_seconds = 0.0
+        # A server collection is written by the executor's workers where they can (the
+        # parallel path: they yield no vectors); otherwise by the one writer here.
+        server = {"server": chroma.address()} if hasattr(chroma, "address") and getattr(executor, "writes_to_server", False) else {}
         with BackgroundWriter(chroma) as writer:
-            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader):
+            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader, **server):
                 before = len(read_paths)
                 for row in seen:
                     if row.get("fatal"):
@@ -285,9 +290,13 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
                         current.add(chunk["id"])
                         keep.append(i)
                 if len(keep) < len(block):
-                    block, vectors = [block[i] for i in keep], vectors[keep]
+                    block, vectors = [block[i] for i in keep], (None if vectors is None else vectors[keep])
                 if block:
-                    writer.put(block, vectors)
+                    if vectors is None:
+                        report.writers.update(c["writer"] for c in block)
+                    else:
+                        writer.put(block, vectors)
+                        report.writers.add("driver")
                     lexical.add((c["id"], indexed_text(c)) for c in block)  # to disk, part by part
                     written = {c["path"] for c in block}
                     new_paths |= written

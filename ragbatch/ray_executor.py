@@ -3,8 +3,10 @@
 One streaming pipeline: files -> read and chunk (Ray tasks on the driver's node, the one
 machine known to see the input) -> embed what is not stored yet (an actor pool on any
 node; on a GPU machine each actor takes a fraction of the GPU, so tokenisation in one
-overlaps the forward pass in another) -> the driver, where the one Chroma writer lives.
-Ray Data's backpressure holds reading and embedding back while the writer is busy.
+overlaps the forward pass in another) -> the driver, where the one Chroma writer of a
+local store lives. Ray Data's backpressure holds reading and embedding back while the
+writer is busy. A store on a Chroma server is written by the embed actors themselves,
+several at once (the server serialises writes): the parallel write path.
 
 `RAY_ADDRESS` is honoured (the cluster gets the user's HF_* and RAGBATCH_* settings
 through the job's runtime_env); otherwise a local Ray is started.
@@ -74,9 +76,13 @@ class _EmbedActor:
     through with their text dropped, so the driver learns their ids without their texts
     crossing the cluster. Adds `new` (was embedded), `embedding` (zeros where not new)
     and `seconds`.
+
+    Given a `server` (ServerStore.address(): plain values any process can open), the
+    actor upserts its new chunks into that collection itself and returns no `embedding`,
+    but a `writer` column naming itself (host:pid) on the rows it wrote.
     """
 
-    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list):
+    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, server: dict | None = None):
         import numpy as np
         import ray
 
@@ -87,6 +93,7 @@ class _EmbedActor:
         self.embedder = None
         self.dimension = None
         self.local_spec = None
+        self.server, self.server_store = server, None
 
     def _is_stored(self, ids):
         import numpy as np
@@ -130,10 +137,41 @@ class _EmbedActor:
             texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
             vectors[new] = self.embedder.embed_documents(texts)
             seconds[new] = (self.embedder.seconds - before) / int(new.sum())
+        writer = ""
+        if self.server is not None and new.any():
+            try:
+                writer = self._write(batch, new, vectors[new])
+            except RagbatchError as exc:
+                new[:] = False
+                batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
         out = dict(batch)
         out["text"] = np.where(new, batch["text"], "")
-        out.update(new=new, embedding=vectors, seconds=seconds)
+        out.update(new=new, seconds=seconds)
+        if self.server is None:
+            out["embedding"] = vectors
+        else:
+            out["writer"] = np.where(new, writer, "")
         return out
+
+    def _write(self, batch: dict, new, vectors) -> str:
+        """Upsert the new chunks into the server's collection; returns this writer's name."""
+        import os
+        import socket
+
+        from ragbatch.store import METADATA_KEYS
+
+        from ragbatch.chroma_server import ServerStore, unreachable
+
+        if self.server_store is None:
+            self.server_store = ServerStore(**self.server)
+        # tolist() turns numpy's integers and strings into Python's, as pack() expects.
+        columns = {key: batch[key][new].tolist() for key in ("id", "text", *METADATA_KEYS)}
+        chunks = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        try:
+            self.server_store.upsert(chunks, vectors)
+        except Exception as exc:  # noqa: BLE001 - the server went away mid-run
+            raise unreachable(self.server["url"], exc) from None
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # CPUs asked for each read-and-chunk task. Reading runs beside the embed actors in one
@@ -200,13 +238,19 @@ class RayExecutor:
         self.resources = embed_resources()
         init_ray()
 
-    def stream(self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder) -> Iterator[tuple[list[dict], list[dict], object, float]]:
+    # stream(..., server=...) has the embed actors write a Chroma server collection.
+    writes_to_server = True
+
+    def stream(
+        self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder, server: dict | None = None
+    ) -> Iterator[tuple[list[dict], list[dict], object, float]]:
         """One streaming Ray Data pipeline: files -> fn (read and chunk, Ray tasks on this
         node) -> embed what is not in `stored` (actor pool) -> here, batch by batch.
 
         Yields (rows read but not embedded: stored chunks without their text, and error
-        rows; new chunks; their vectors; seconds inside model.encode). The driver never
-        holds more than a few batches of texts.
+        rows; new chunks; their vectors, or None when the actors wrote them to `server`;
+        seconds inside model.encode). The driver never holds more than a few batches of
+        texts.
         """
         if not files:
             return
@@ -243,6 +287,7 @@ class RayExecutor:
                     "batch_size": self.batch_size,
                     "threads": threads,
                     "stored": [ray.put(stored_ids)] if stored_ids is not None else [],
+                    "server": server,
                 },
                 batch_size=max(self.batch_size, 256),
                 batch_format="numpy",
@@ -257,7 +302,7 @@ class RayExecutor:
             yield (
                 [row for row, is_new in zip(rows, new) if not is_new],
                 [row for row, is_new in zip(rows, new) if is_new],
-                np.asarray(batch["embedding"], dtype=np.float32)[new],
+                np.asarray(batch["embedding"], dtype=np.float32)[new] if server is None else None,
                 float(np.sum(batch["seconds"])),
             )
 

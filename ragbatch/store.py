@@ -8,9 +8,10 @@ Layout of a store directory:
     STORE/.ragbatch.lock  held by the one process writing the store (see store_lock)
     STORE/.ragbatch.readers.db  readers' shared lock, a writer's exclusive one (SQLite)
 
-Chroma loses vectors silently when two processes write one collection, so every
-write goes through the one `ChromaStore` the indexing process holds, from the one
-`BackgroundWriter` thread, under `store_lock`. Chroma also warns that clients of
+Chroma loses vectors silently when two processes write one local collection, so every
+write to a store's folder goes through the one `ChromaStore` the indexing process holds,
+from the one `BackgroundWriter` thread, under `store_lock` (a Chroma server serialises
+writes itself, and Ray's embed actors write one directly: ray_executor.py). Chroma also warns that clients of
 several processes on one folder can lose data, and a reader opening a store mid-run
 sees Chroma and BM25 out of step: so readers of a local store (`reading`) wait while a
 writer holds it, and a writer waits for the readers already in.

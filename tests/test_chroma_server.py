@@ -179,12 +179,23 @@ def test_check_and_publish_copy_the_directory_that_points_at_the_server(stores, 
     assert f"Chroma server {chroma_server.url}" in broken.stderr and "holds" in broken.stderr and "Traceback" not in broken.stderr
 
 
-def test_the_ray_executor_builds_the_same_collection_on_the_server(stores, tmp_path, chroma_server):
+def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_path, chroma_server):
     ray = run([stores / "docs"], tmp_path / "ray", executor="ray", chroma=chroma_server.url)
     assert ray.executor == "ray" and ray.embedded == ray.chunks
+    # The parallel write path: the vectors came from the embed actors' own upserts
+    # (host:pid of a Ray worker), none through the driver's writer.
+    assert ray.writers and "driver" not in ray.writers and f":{os.getpid()}" not in " ".join(ray.writers)
     assert_same(local_contents(stores / "local"), server_contents(chroma_server.url, manifest(tmp_path / "ray")["collection"]))
+    # The BM25 index, fed by the driver, holds the same chunks as the local store's.
+    found = {}
+    for name, store in (("local", stores / "local"), ("ray", tmp_path / "ray")):
+        done = ragbatch("search", "Mount Etna volcano", "--store", store, "--k", 3, "--retrieval", "bm25", "--json")
+        assert done.returncode == 0, done.stderr
+        found[name] = [h["chunk_id"] for h in json.loads(done.stdout)["results"]]
+    assert found["ray"] == found["local"] and found["ray"]
     again = run([stores / "docs"], tmp_path / "ray", executor="ray")
-    assert again.embedded == 0 and again.chunks == ray.chunks
+    assert again.embedded == 0 and again.chunks == ray.chunks and not again.writers
+
 
 
 def test_several_processes_write_one_server_collection_and_lose_nothing(tmp_path, chroma_server):

@@ -145,6 +145,34 @@ def test_index_on_the_cluster_equals_the_local_store(cluster, tmp_path):
         np.testing.assert_allclose(y[chunk_id][2], vector, atol=1e-5)
 
 
+def test_embed_actors_on_the_cluster_write_the_server_collection(cluster, tmp_path, chroma_server):
+    """With --chroma, the actors on the embedding node upsert into the server themselves
+    (the parallel write path); the collection equals a local store of the same input."""
+    from test_chroma_server import server_contents
+
+    docs = cluster["docs"]
+    local = tmp_path / "local"
+    run([docs], local, chunk_size=None, chunk_overlap=None)
+    store = tmp_path / "cluster-server"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "index", str(docs), "--store", str(store), "--chroma", chroma_server.url, "--json"],
+        env=driver_env(cluster["address"]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert report["executor"] == "ray" and report["embedded"] == report["chunks"] > 0
+    assert report["vector_writers"] and "driver" not in report["vector_writers"]
+    x = stored(local)
+    y = server_contents(chroma_server.url, json.loads((store / "manifest.json").read_text())["collection"])
+    assert set(x) == set(y)
+    for chunk_id, (meta, text, vector) in x.items():
+        assert y[chunk_id][:2] == (meta, text)
+        np.testing.assert_allclose(y[chunk_id][2], vector, atol=1e-5)
+
+
 PROBE = """
 import json, os, sys
 from ragbatch.ray_executor import init_ray

@@ -37,6 +37,7 @@ def test_ray_incremental_run_matches_local(corpus, tmp_path):
     assert a.deleted > 0 and a.embedded > 0 and a.unchanged > 0 and len(a.errors) == 1
     counts = lambda r: (r.files, r.chunks, r.embedded, r.unchanged, r.deleted, r.errors)  # noqa: E731
     assert counts(b) == counts(a)
+    assert b.writers == {"driver"}  # a local store keeps its one writer on Ray too
     x, y = stored(local), stored(ray)
     assert set(x) == set(y)
     for chunk_id, (meta, text, vector) in x.items():
