@@ -158,9 +158,8 @@ class _EmbedActor:
         import os
         import socket
 
-        from ragbatch.store import METADATA_KEYS
-
         from ragbatch.chroma_server import ServerStore, unreachable
+        from ragbatch.store import METADATA_KEYS
 
         if self.server_store is None:
             self.server_store = ServerStore(**self.server)

@@ -197,7 +197,6 @@ def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_pat
     assert again.embedded == 0 and again.chunks == ray.chunks and not again.writers
 
 
-
 def test_several_processes_write_one_server_collection_and_lose_nothing(tmp_path, chroma_server):
     """What loses 20-26 % of vectors on a local folder (FACTS.md) is safe through the server."""
     from ragbatch.chroma_server import ServerStore
