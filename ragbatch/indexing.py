@@ -16,7 +16,7 @@ from ragbatch import readers
 from ragbatch.chunking import Chunker, ChunkingParams
 from ragbatch.embedding import EmbedderLoader, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.errors import InputFileError, RagbatchError
-from ragbatch.manifest import check_compatible, new_manifest, now, read_manifest, write_manifest
+from ragbatch.manifest import FORMAT, check_compatible, new_manifest, now, read_manifest, write_manifest
 from ragbatch.store import BackgroundWriter, Stored, open_vectors, place_of, store_lock
 
 COLLECTION = "chunks"
@@ -331,6 +331,8 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
             report.ms_per_vector = 1000 * encode_seconds / report.embedded
         paths = {stored.path for cid, stored in existing.items() if cid not in doomed} | new_paths
         manifest.update(chunks=report.chunks, files=len(paths), updated=now())
+        if report.embedded or moved:
+            manifest["format"] = FORMAT  # records written now are packed: older ragbatch must not read them
         write_manifest(store, manifest)
     finally:
         chroma.close()

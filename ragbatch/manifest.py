@@ -16,7 +16,10 @@ from ragbatch.errors import StoreError
 from ragbatch.locations import store_hint
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+# 1: chunk texts as Chroma documents, one metadata key per field. 2: one packed JSON
+# record per chunk (store.RECORD_KEY), which format-1 readers would see as empty texts.
+# A store takes the newest format when a run writes it; newer formats are refused.
+FORMAT = 2
 
 
 def now() -> str:
@@ -28,9 +31,12 @@ def read_manifest(store: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path}: unreadable store manifest ({exc})") from None
+    if manifest.get("format", 1) > FORMAT:
+        raise StoreError(f"{store}: written by a newer ragbatch (store format {manifest['format']}, this one reads up to {FORMAT}); upgrade ragbatch")
+    return manifest
 
 
 def require_manifest(store: Path) -> dict:

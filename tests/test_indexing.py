@@ -266,3 +266,22 @@ def test_same_named_files_in_two_folders_keep_their_own_chunks(tmp_path):
     finally:
         client.close()
     assert sources == ["a/notes.txt", "b/notes.txt"]
+
+
+def test_the_store_format_says_who_can_read_it(corpus, tmp_path):
+    """Packed records (format 2) are unreadable to a ragbatch that wrote format 1: a run
+    that writes records marks the store 2; a store of a newer format is refused in one line."""
+    store = tmp_path / "store"
+    run([corpus], store)
+    path = store / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["format"] == 2
+    path.write_text(json.dumps({**manifest, "format": 1}))
+    run([corpus], store)  # nothing written: the store stays what it was
+    assert json.loads(path.read_text())["format"] == 1
+    (corpus / "guide.md").write_text(MD + "\n## More\n\nA new section to embed.\n")
+    assert run([corpus], store).embedded > 0
+    assert json.loads(path.read_text())["format"] == 2
+    path.write_text(json.dumps({**manifest, "format": 3}))
+    with pytest.raises(StoreError, match=r"written by a newer ragbatch \(store format 3, this one reads up to 2\)"):
+        run([corpus], store)
