@@ -44,23 +44,27 @@ from pathlib import Path
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
 import threading
-corpus, store, embedder = sys.argv[1:4]
+corpus, store, embedder, chroma = sys.argv[1:5]
 def status():
     return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line) if v.strip().endswith("kB")}
 peaks = {"RssAnon": 0, "RssShmem": 0, "RssFile": 0}
+timeline = []  # (seconds, RssAnon MiB) every 10 s: growth during the stream, or at the end?
 def sample():  # the parts of RSS, sampled: VmHWM alone cannot say what grew
+    begun = time.perf_counter()
     while True:
         now = status()
         for key in peaks:
             peaks[key] = max(peaks[key], now[key])
+        if time.perf_counter() - begun >= 10 * len(timeline):
+            timeline.append((round(time.perf_counter() - begun), now["RssAnon"] // 1024))
         time.sleep(0.2)
 threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
-report = index(IndexOptions([corpus], Path(store), embedder=embedder, executor="ray", device="cpu"), make_progress(False))
+report = index(IndexOptions([corpus], Path(store), embedder=embedder, executor="ray", device="cpu", chroma=chroma or None), make_progress(False))
 wall = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
 kb = lambda key: int(status[key].split()[0])
-print("RESULT " + json.dumps({"report": report.as_json(), "wall": wall, "hwm_kb": kb("VmHWM"), "rss_kb": kb("VmRSS"), "shmem_kb": kb("RssShmem"), "peaks_kb": peaks}), flush=True)
+print("RESULT " + json.dumps({"report": report.as_json(), "wall": wall, "hwm_kb": kb("VmHWM"), "peaks_kb": peaks, "timeline": timeline}), flush=True)
 """
 
 
@@ -138,6 +142,7 @@ def make_corpus(folder: Path, size: int, paragraphs: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", default="5,50")
+    parser.add_argument("--stores", default="local,server", help="local (Chroma in the driver), server (a `chroma run` process), or both")
     parser.add_argument("--code", default=str(ROOT), help="ragbatch checkout to run (default: this one)")
     parser.add_argument("--work", default=None, help="folder for corpora, stores and the encoder (default: a temp dir)")
     args = parser.parse_args()
@@ -147,37 +152,67 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(args.code).resolve()), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     rows = []
-    for mb in [float(s) for s in args.sizes_mb.split(",")]:
-        corpus = work / f"corpus-{mb:g}mb"
-        files = make_corpus(corpus, int(mb * 2**20), paragraphs) if not corpus.exists() else len(list(corpus.iterdir()))
-        store = work / f"store-{mb:g}mb-{time.time_ns()}"
+    for kind in args.stores.split(","):
+        for mb in [float(s) for s in args.sizes_mb.split(",")]:
+            corpus = work / f"corpus-{mb:g}mb"
+            files = make_corpus(corpus, int(mb * 2**20), paragraphs) if not corpus.exists() else len(list(corpus.iterdir()))
+            store = work / f"store-{kind}-{mb:g}mb-{time.time_ns()}"
+            rows.append((kind, mb, files, *index_once(kind, corpus, store, encoder, env)))
+            kind, mb, files, chunks, hwm, chroma, vps, inner, outer, peaks = rows[-1]
+            print(
+                f"{kind} {mb:g} MB: {files} files, {chunks} chunks, driver peak RSS {hwm:.0f} MiB, {vps:.0f} vectors/s "
+                f"(index() {inner:.1f} s, process {outer:.1f} s); " + ", ".join(f"peak {key} {kb / 1024:.0f} MiB" for key, kb in peaks.items()),
+                flush=True,
+            )
+    print()
+    print(
+        "| store | corpus | files | chunks | driver peak RSS (MiB) | Chroma RSS (MiB) | peak minus Chroma (MiB) | vectors/s (index call) | index call (s) | process wall (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, mb, files, chunks, hwm, chroma, vps, inner, outer, _ in rows:
+        print(
+            f"| {kind} | {mb:g} MB | {files} | {chunks} | {hwm:.0f} | {chroma:.0f} | {hwm - chroma if kind == 'local' else hwm:.0f} | {vps:.0f} | {inner:.1f} | {outer:.1f} |"
+        )
+    for kind in args.stores.split(","):
+        mine = [row for row in rows if row[0] == kind]
+        if len(mine) > 1:
+            small, large = mine[0], mine[-1]
+            print(f"\n{kind}: driver peak RSS ratio, largest / smallest: {large[4] / small[4]:.2f} (target <= 1.3)")
+            if kind == "local":
+                print(f"{kind}: without Chroma's own memory: {(large[4] - large[5]) / (small[4] - small[5]):.2f}")
+
+
+def index_once(kind: str, corpus: Path, store: Path, encoder: Path, env: dict):
+    """(chunks, driver peak RSS MiB, Chroma's RSS MiB, vectors/s, index() s, process s, RSS parts' peaks)
+    of one index run in a fresh process. Chroma's RSS: for a local store, what a fresh
+    process takes to open it and query once; for a server, the server's peak RSS."""
+    server = None
+    if kind == "server":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from chroma_process import ChromaServer
+
+        server = ChromaServer(store.with_name(store.name + "-server")).__enter__()
+    try:
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(store), str(encoder)], env=env, capture_output=True, text=True)
+        child = [sys.executable, "-c", CHILD, str(corpus), str(store), str(encoder), server.url if server else ""]
+        done = subprocess.run(child, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"size {mb} MB failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            sys.exit(f"{kind} {corpus.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         result = json.loads(line[7:])
-        report = result["report"]
-        probe = subprocess.run([sys.executable, "-c", CHROMA, str(store)], env=env, capture_output=True, text=True)
-        chroma = json.loads(next(row for row in probe.stdout.splitlines() if row.startswith("RESULT "))[7:])["chroma_kb"] / 1024
-        rows.append((mb, files, report["chunks"], result["hwm_kb"] / 1024, chroma, report["embedded"] / result["wall"], result["wall"], wall))
-        print(
-            f"{mb:g} MB: {files} files, {report['chunks']} chunks, driver peak RSS {result['hwm_kb'] / 1024:.0f} MiB, "
-            f"{report['embedded'] / result['wall']:.0f} vectors/s (index() {result['wall']:.1f} s, process {wall:.1f} s); "
-            + ", ".join(f"peak {key} {kb / 1024:.0f} MiB" for key, kb in result["peaks_kb"].items()),
-            flush=True,
-        )
-    print()
-    print(
-        "| corpus | files | chunks | driver peak RSS (MiB) | Chroma's own RSS for the store (MiB) | peak minus Chroma (MiB) | vectors/s (index call) | index call (s) | process wall (s) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for mb, files, chunks, hwm, chroma, vps, inner, outer in rows:
-        print(f"| {mb:g} MB | {files} | {chunks} | {hwm:.0f} | {chroma:.0f} | {hwm - chroma:.0f} | {vps:.0f} | {inner:.1f} | {outer:.1f} |")
-    if len(rows) > 1:
-        print(f"\npeak RSS ratio, largest / smallest: {rows[-1][3] / rows[0][3]:.2f} (target <= 1.3)")
-        print(f"without Chroma's own memory: {(rows[-1][3] - rows[-1][4]) / (rows[0][3] - rows[0][4]):.2f}")
+        print(f"  {kind} {corpus.name}: driver RssAnon every 10 s (s, MiB): {result['timeline']}", flush=True)
+        if server:
+            status = Path(f"/proc/{server.process.pid}/status").read_text()
+            chroma = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+        else:
+            probe = subprocess.run([sys.executable, "-c", CHROMA, str(store)], env=env, capture_output=True, text=True)
+            chroma = json.loads(next(row for row in probe.stdout.splitlines() if row.startswith("RESULT "))[7:])["chroma_kb"] / 1024
+    finally:
+        if server:
+            server.__exit__()
+    report = result["report"]
+    return report["chunks"], result["hwm_kb"] / 1024, chroma, report["embedded"] / result["wall"], result["wall"], wall, result["peaks_kb"]
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ from ragbatch.lexical import (
     tokenize,
 )
 
-# Chunks per Parquet part and per pass step.
-PART_ROWS = 8192
+# Chunks per Parquet part and per pass step. A step's arrays (word, chunk and count per
+# token, their sort) take ~20 KB per chunk of 256 tokens: at 8,192 chunks that was a
+# 160 MiB spike at the end of `index`, the largest thing the driver held (scale_bench).
+PART_ROWS = 2048
 
 
 class LexicalBuilder:
@@ -139,6 +141,9 @@ class LexicalBuilder:
                 steps.append(len(pairs))
                 lengths.append(length.astype(np.int32))
                 n_docs += len(ids)
+                # Arrow's default allocator (mimalloc) keeps freed steps' memory: ~100 MiB
+                # more at the end of a 20 MB index without this (scale_bench).
+                pa.default_memory_pool().release_unused()
         if vocab:
             self._write_matrix(runs, steps, vocab, doc_freq, np.concatenate(lengths), n_docs)
         shutil.rmtree(self.tmp / "parts")

@@ -101,6 +101,7 @@ def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monke
     """On a Ray node that cannot see the input, the run stops with one line naming the
     folder (raised inside a real Ray Data task, unwrapped by the executor); a file
     missing from a visible folder stays a per-file error."""
+    from ragbatch import readers
     from ragbatch.chunking import Chunker, ChunkingParams
     from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
     from ragbatch.errors import RagbatchError
@@ -166,3 +167,28 @@ def test_a_worker_finds_the_embedder_itself_or_says_why_not(tmp_path):
         locate_here(folder)
     (tmp_path / "mine").mkdir()
     assert locate_here(folder) == folder
+
+
+def test_an_embed_actor_that_cannot_reach_the_server_stops_the_run_in_one_line(tmp_path):
+    """The actor's write failing is a fatal row naming the server (the driver raises it),
+    not a Ray traceback; nothing is returned as written."""
+    import socket
+
+    from ragbatch import readers
+    from ragbatch.chunking import Chunker, ChunkingParams
+    from ragbatch.embedding import describe_embedder, resolve_embedder
+    from ragbatch.indexing import read_and_chunk
+    from ragbatch.ray_executor import _EmbedActor
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    (tmp_path / "a.txt").write_text(TXT)
+    spec = resolve_embedder("all-MiniLM-L6-v2")
+    rows = read_and_chunk(readers.discover([str(tmp_path / "a.txt")]).files[0], Chunker(describe_embedder(spec).tokenizer_json, ChunkingParams(48, 4)))
+    batch = {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
+    actor = _EmbedActor(spec.as_dict(), "cpu", 8, None, [], server={"url": url, "name": "ragbatch-x", "expected_owner": None})
+    out = actor(batch)
+    assert not out["new"].any() and "embedding" not in out and set(out["writer"]) == {""}
+    assert len(rows) > 1 and len({str(f) for f in out["fatal"]}) == 1
+    assert str(out["fatal"][0]).startswith(f"Chroma server {url}: unreachable (") and "\n" not in str(out["fatal"][0])
