@@ -121,28 +121,35 @@ def cluster():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_index_on_the_cluster_equals_the_local_store(cluster, tmp_path):
-    """Reads stay on the driver's node, embedding runs on the other one, and the store is
-    the local executor's: same chunk ids, metadata and texts, vectors within float noise."""
-    docs = cluster["docs"]
-    local = tmp_path / "local"
-    run([docs], local, chunk_size=None, chunk_overlap=None)
-    store = tmp_path / "cluster"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "index", str(docs), "--store", str(store), "--json"],
-        env=driver_env(cluster["address"]),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def index_on_cluster(cluster, store: Path, *options) -> dict:
+    """`ragbatch index` of the cluster fixture's input from a driver joined to it: its --json report."""
+    command = [sys.executable, str(ROOT / "cli.py"), "index", str(cluster["docs"]), "--store", str(store), *options, "--json"]
+    done = subprocess.run(command, env=driver_env(cluster["address"]), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     report = json.loads(done.stdout)
     assert report["executor"] == "ray" and report["errors"] == [] and report["files"] == 3
-    x, y = stored(local), stored(store)
-    assert set(x) == set(y) and len(x) == report["chunks"] == report["embedded"]
+    assert report["embedded"] == report["chunks"] > 0
+    return report
+
+
+def assert_same_as_local(cluster, tmp_path, contents: dict) -> None:
+    """Same chunk ids, metadata and texts as the local executor's store, vectors within float noise."""
+    local = tmp_path / "local"
+    run([cluster["docs"]], local, chunk_size=None, chunk_overlap=None)
+    x = stored(local)
+    assert set(x) == set(contents)
     for chunk_id, (meta, text, vector) in x.items():
-        assert y[chunk_id][:2] == (meta, text)
-        np.testing.assert_allclose(y[chunk_id][2], vector, atol=1e-5)
+        assert contents[chunk_id][:2] == (meta, text)
+        np.testing.assert_allclose(contents[chunk_id][2], vector, atol=1e-5)
+
+
+def test_index_on_the_cluster_equals_the_local_store(cluster, tmp_path):
+    """Reads stay on the driver's node, embedding runs on the other one, and the store is
+    the local executor's."""
+    store = tmp_path / "cluster"
+    report = index_on_cluster(cluster, store)
+    assert report["vector_writers"] == ["driver"]
+    assert_same_as_local(cluster, tmp_path, stored(store))
 
 
 def test_embed_actors_on_the_cluster_write_the_server_collection(cluster, tmp_path, chroma_server):
@@ -150,27 +157,11 @@ def test_embed_actors_on_the_cluster_write_the_server_collection(cluster, tmp_pa
     (the parallel write path); the collection equals a local store of the same input."""
     from test_chroma_server import server_contents
 
-    docs = cluster["docs"]
-    local = tmp_path / "local"
-    run([docs], local, chunk_size=None, chunk_overlap=None)
     store = tmp_path / "cluster-server"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "index", str(docs), "--store", str(store), "--chroma", chroma_server.url, "--json"],
-        env=driver_env(cluster["address"]),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    report = json.loads(done.stdout)
-    assert report["executor"] == "ray" and report["embedded"] == report["chunks"] > 0
+    report = index_on_cluster(cluster, store, "--chroma", chroma_server.url)
     assert report["vector_writers"] and "driver" not in report["vector_writers"]
-    x = stored(local)
-    y = server_contents(chroma_server.url, json.loads((store / "manifest.json").read_text())["collection"])
-    assert set(x) == set(y)
-    for chunk_id, (meta, text, vector) in x.items():
-        assert y[chunk_id][:2] == (meta, text)
-        np.testing.assert_allclose(y[chunk_id][2], vector, atol=1e-5)
+    collection = json.loads((store / "manifest.json").read_text())["collection"]
+    assert_same_as_local(cluster, tmp_path, server_contents(chroma_server.url, collection))
 
 
 PROBE = """

@@ -101,7 +101,6 @@ def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monke
     """On a Ray node that cannot see the input, the run stops with one line naming the
     folder (raised inside a real Ray Data task, unwrapped by the executor); a file
     missing from a visible folder stays a per-file error."""
-    from ragbatch import readers
     from ragbatch.chunking import Chunker, ChunkingParams
     from ragbatch.embedding import EmbedderLoader, describe_embedder, resolve_embedder
     from ragbatch.errors import RagbatchError
