@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_indexing import HTML, MD, TXT, run, stored
+from test_indexing import run, stored, write_corpus
 
 pytestmark = pytest.mark.cluster
 
@@ -89,11 +89,7 @@ sys.exit("the second node never joined")
 @pytest.fixture(scope="module")
 def cluster():
     base = Path(tempfile.mkdtemp(prefix="rbc", dir="/tmp"))  # short: Ray's socket paths
-    docs = base / "in"
-    (docs / "sub").mkdir(parents=True)
-    (docs / "journal.txt").write_text(TXT)
-    (docs / "sub" / "ray.html").write_text(HTML)
-    (docs / "guide.md").write_text(MD)
+    docs = write_corpus(base / "in")
     hidden = can_hide(docs)
     address = f"127.0.0.1:{free_port()}"
     head_cmd = [RAY, "start", "--head", "--num-cpus=0", f"--port={address.split(':')[1]}", "--node-ip-address=127.0.0.1"]

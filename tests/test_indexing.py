@@ -19,14 +19,18 @@ HTML = """<html><body><nav>Site navigation</nav><main>
 MD = "# Guide\n\nIntro text about batch inference.\n\n## Tuning\n\nUse a larger batch size for throughput.\n"
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    docs = tmp_path / "docs"
+def write_corpus(docs):
+    """A text file, an HTML page in a subfolder and a Markdown guide under `docs`."""
     (docs / "sub").mkdir(parents=True)
     (docs / "journal.txt").write_text(TXT)
     (docs / "sub" / "ray.html").write_text(HTML)
     (docs / "guide.md").write_text(MD)
     return docs
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "docs")
 
 
 def run(paths, store, **kw):

@@ -4,17 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
-from test_indexing import HTML, MD, TXT, run, stored
+from test_indexing import TXT, run, stored, write_corpus
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    docs = tmp_path / "docs"
-    (docs / "sub").mkdir(parents=True)
-    (docs / "journal.txt").write_text(TXT)
-    (docs / "sub" / "ray.html").write_text(HTML)
-    (docs / "guide.md").write_text(MD)
-    return docs
+    return write_corpus(tmp_path / "docs")
 
 
 def change(docs):
