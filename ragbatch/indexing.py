@@ -266,11 +266,10 @@ def write_store(store: Path, manifest: dict, executor, loader, files, read, repo
         read_task = progress.add_task("Reading", total=len(files))
         embed_task = progress.add_task("Embedding", total=None)
         encode_seconds = 0.0
-        # A server collection is written by the executor's workers where they can (the
-        # parallel path: they yield no vectors); otherwise by the one writer here.
-        server = {"server": chroma.address()} if hasattr(chroma, "address") and getattr(executor, "writes_to_server", False) else {}
         with BackgroundWriter(chroma) as writer:
-            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader, **server):
+            # A server collection (address() not None) is written by Ray's embed actors
+            # themselves, which yield no vectors; everything else by the one writer here.
+            for seen, block, vectors, seconds in executor.stream(files, read, existing.keys(), loader, server=chroma.address()):
                 before = len(read_paths)
                 for row in seen:
                     if row.get("fatal"):

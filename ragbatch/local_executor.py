@@ -20,11 +20,14 @@ class LocalExecutor:
     def __init__(self, progress):
         self.progress = progress
 
-    def stream(self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder) -> Iterator[tuple[list[dict], list[dict], object, float]]:
+    def stream(
+        self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder, server: dict | None = None
+    ) -> Iterator[tuple[list[dict], list[dict], object, float]]:
         """Read files in order; embed chunks not in `stored`, a few blocks at a time.
 
         Yields (rows read but not embedded: stored chunks, repeats within this run and
         error rows; new chunks; their vectors, or None; seconds inside model.encode).
+        `server` is not used: every vector goes back to this process's one writer.
         """
         pending: list[dict] = []
         queued: set[str] = set()

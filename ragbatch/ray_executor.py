@@ -121,41 +121,36 @@ class _EmbedActor:
         import numpy as np
 
         from ragbatch.chunking import indexed_text
-        from ragbatch.errors import RagbatchError
 
         new = (batch["error"] == "") & ~self._is_stored(batch["id"])
+        vectors = None
+        seconds = np.zeros(len(new), dtype=np.float64)
+        writer = ""
         try:
             self._load(new.any())
+            vectors = np.zeros((len(new), self.dimension), dtype=np.float32)
+            if new.any():
+                before = self.embedder.seconds
+                texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
+                vectors[new] = self.embedder.embed_documents(texts)
+                seconds[new] = (self.embedder.seconds - before) / int(new.sum())
+                if self.server is not None:
+                    writer = self._write(batch, new, vectors[new])
         except RagbatchError as exc:
             # Passed on as a value: Ray keeps only the traceback text of an exception.
             new[:] = False
             batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
-        vectors = np.zeros((len(new), self.dimension or 1), dtype=np.float32)
-        seconds = np.zeros(len(new), dtype=np.float64)
-        if new.any():
-            before = self.embedder.seconds
-            texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
-            vectors[new] = self.embedder.embed_documents(texts)
-            seconds[new] = (self.embedder.seconds - before) / int(new.sum())
-        writer = ""
-        if self.server is not None and new.any():
-            try:
-                writer = self._write(batch, new, vectors[new])
-            except RagbatchError as exc:
-                new[:] = False
-                batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
         out = dict(batch)
         out["text"] = np.where(new, batch["text"], "")
         out.update(new=new, seconds=seconds)
         if self.server is None:
-            out["embedding"] = vectors
+            out["embedding"] = vectors if vectors is not None else np.zeros((len(new), self.dimension or 1), dtype=np.float32)
         else:
             out["writer"] = np.where(new, writer, "")
         return out
 
     def _write(self, batch: dict, new, vectors) -> str:
         """Upsert the new chunks into the server's collection; returns this writer's name."""
-        import os
         import socket
 
         from ragbatch.chroma_server import ServerStore, unreachable
@@ -163,14 +158,19 @@ class _EmbedActor:
 
         if self.server_store is None:
             self.server_store = ServerStore(**self.server)
-        # tolist() turns numpy's integers and strings into Python's, as pack() expects.
-        columns = {key: batch[key][new].tolist() for key in ("id", "text", *METADATA_KEYS)}
-        chunks = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        chunks = rows({key: batch[key][new] for key in ("id", "text", *METADATA_KEYS)})
         try:
             self.server_store.upsert(chunks, vectors)
         except Exception as exc:  # noqa: BLE001 - the server went away mid-run
             raise unreachable(self.server["url"], exc) from None
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def rows(columns: dict) -> list[dict]:
+    """A numpy batch's columns as row dicts of Python values (tolist() turns numpy's
+    integers and strings into Python's, as JSON and pack() expect)."""
+    lists = {key: values.tolist() for key, values in columns.items()}
+    return [dict(zip(lists, values)) for values in zip(*lists.values())]
 
 
 # CPUs asked for each read-and-chunk task. Reading runs beside the embed actors in one
@@ -237,9 +237,6 @@ class RayExecutor:
         self.resources = embed_resources()
         init_ray()
 
-    # stream(..., server=...) has the embed actors write a Chroma server collection.
-    writes_to_server = True
-
     def stream(
         self, files: list[dict], fn: Callable[[dict], list[dict]], stored, make_embedder, server: dict | None = None
     ) -> Iterator[tuple[list[dict], list[dict], object, float]]:
@@ -296,11 +293,10 @@ class RayExecutor:
         )
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             new = np.asarray(batch["new"], dtype=bool)
-            columns = {key: batch[key].tolist() for key in batch if key not in ("new", "embedding", "seconds")}
-            rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+            read = rows({key: batch[key] for key in batch if key not in ("new", "embedding", "seconds")})
             yield (
-                [row for row, is_new in zip(rows, new) if not is_new],
-                [row for row, is_new in zip(rows, new) if is_new],
+                [row for row, is_new in zip(read, new) if not is_new],
+                [row for row, is_new in zip(read, new) if is_new],
                 np.asarray(batch["embedding"], dtype=np.float32)[new] if server is None else None,
                 float(np.sum(batch["seconds"])),
             )

@@ -173,6 +173,11 @@ class ChromaStore:
             if ids:
                 self.collection.update(ids=ids, metadatas=records)
 
+    def address(self) -> dict | None:
+        """What another process needs to write this collection beside this one: None for
+        a local folder, which only its one writer may write (ServerStore has one)."""
+        return None
+
     def upsert(self, chunks: list[dict], embeddings) -> None:
         for start in range(0, len(chunks), self.max_batch):
             part = chunks[start : start + self.max_batch]
