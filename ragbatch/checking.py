@@ -100,11 +100,7 @@ def _check_vectors(store: Path, manifest: dict) -> None:
             count = chroma.count()
         except Exception as e:  # chromadb raises NotFoundError (1.x) or ValueError (older)
             raise StoreError(f"{chroma_dir}: cannot read collection '{collection}' ({e}); {REINDEX}") from None
-        if count != manifest["chunks"]:
-            raise StoreError(
-                f"{store}: manifest says {manifest['chunks']} chunks but Chroma collection '{collection}' holds {count} vectors; "
-                f"run `ragbatch index` on it again to finish an interrupted run, or {REINDEX}"
-            )
+        _require_count(store, manifest, count, f"Chroma collection '{collection}'", REINDEX)
         _sample_finds_itself(chroma, count, chroma_dir)
     finally:
         # Chroma 1.5 counts clients per path and stops the shared System on the last close(),
@@ -122,24 +118,29 @@ def _check_server_vectors(store: Path, manifest: dict) -> None:
     try:
         where = f"Chroma server {vectors.url}, collection '{manifest['collection']}'"
         count = vectors.count()
-        if count != manifest["chunks"]:
-            raise StoreError(
-                f"{store}: manifest says {manifest['chunks']} chunks but {where} holds {count} vectors; "
-                "run `ragbatch index` on it again to finish an interrupted run, or re-index into a new store"
-            )
+        _require_count(store, manifest, count, where, "re-index into a new store")
         _sample_finds_itself(vectors.collection, count, where)
     finally:
         vectors.close()
 
 
-def _sample_finds_itself(chroma, count: int, chroma_dir: Path | str) -> None:
+def _require_count(store: Path, manifest: dict, count: int, holder: str, repair: str) -> None:
+    """The vectors `holder` holds must be as many as the manifest's chunks."""
+    if count != manifest["chunks"]:
+        raise StoreError(
+            f"{store}: manifest says {manifest['chunks']} chunks but {holder} holds {count} vectors; "
+            f"run `ragbatch index` on it again to finish an interrupted run, or {repair}"
+        )
+
+
+def _sample_finds_itself(chroma, count: int, where: Path | str) -> None:
     """Vectors from the start and the end of the collection must each be their own nearest
     neighbour: with HNSW files deleted, Chroma still counts every vector but finds few."""
     if not count:
         return
     ends = chroma.get(limit=SAMPLE // 2, include=[])["ids"] + chroma.get(offset=max(0, count - SAMPLE // 2), include=[])["ids"]
     ids = list(dict.fromkeys(ends))
-    damaged = f"{chroma_dir}: its vector index (HNSW files) is damaged or missing"
+    damaged = f"{where}: its vector index (HNSW files) is damaged or missing"
     try:
         got = chroma.get(ids=ids, include=["embeddings"])
         found = chroma.query(query_embeddings=got["embeddings"], n_results=1, include=["distances"])
