@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_indexing import assert_same_chunks, contents, stored
 
 from ragbatch.errors import StoreError
 from ragbatch.indexing import IndexOptions, index
 from ragbatch.progress import make_progress
-from ragbatch.store import unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = {
@@ -51,33 +51,14 @@ def manifest(store: Path) -> dict:
 
 
 def server_contents(url: str, collection: str) -> dict:
-    """id -> (metadata, document, vector) of a collection on the server."""
+    """contents() of a collection on the server."""
     from ragbatch.chroma_server import connect
 
     client = connect(url)
     try:
-        got = client.get_collection(collection).get(include=["metadatas", "documents", "embeddings"])
+        return contents(client.get_collection(collection))
     finally:
         client.close()
-    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
-
-
-def local_contents(store: Path) -> dict:
-    import chromadb
-
-    client = chromadb.PersistentClient(path=str(store / "chroma"))
-    try:
-        got = client.get_collection("chunks").get(include=["metadatas", "documents", "embeddings"])
-    finally:
-        client.close()
-    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a
-    for chunk_id, (meta, text, vector) in a.items():
-        assert b[chunk_id][0] == meta and b[chunk_id][1] == text
-        np.testing.assert_allclose(b[chunk_id][2], vector, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +82,7 @@ def test_index_keeps_vectors_on_the_server_and_the_rest_in_the_store(stores, chr
     assert recorded["chroma_url"] == chroma_server.url and recorded["collection"].startswith("ragbatch-remote-")
     assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["bm25", "manifest.json"]  # no chroma/ folder
     # The server holds exactly what a local store holds: ids, texts, metadata, vectors.
-    assert_same(local_contents(stores / "local"), server_contents(chroma_server.url, recorded["collection"]))
+    assert_same_chunks(stored(stores / "local"), server_contents(chroma_server.url, recorded["collection"]))
     from ragbatch.chroma_server import connect
 
     client = connect(chroma_server.url)
@@ -185,7 +166,7 @@ def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_pat
     # The parallel write path: the vectors came from the embed actors' own upserts
     # (host:pid of a Ray worker), none through the driver's writer.
     assert ray.writers and "driver" not in ray.writers and f":{os.getpid()}" not in " ".join(ray.writers)
-    assert_same(local_contents(stores / "local"), server_contents(chroma_server.url, manifest(tmp_path / "ray")["collection"]))
+    assert_same_chunks(stored(stores / "local"), server_contents(chroma_server.url, manifest(tmp_path / "ray")["collection"]))
     # The BM25 index, fed by the driver, holds the same chunks as the local store's.
     found = {}
     for name, store in (("local", stores / "local"), ("ray", tmp_path / "ray")):
@@ -266,7 +247,7 @@ def test_a_killed_index_run_is_completed_by_a_rerun(tmp_path, chroma_server):
 
     clean = tmp_path / "clean"
     assert ragbatch(*args[:3], str(clean), *args[4:]).returncode == 0
-    assert_same(server_contents(chroma_server.url, manifest(clean)["collection"]), server_contents(chroma_server.url, manifest(store)["collection"]))
+    assert_same_chunks(server_contents(chroma_server.url, manifest(clean)["collection"]), server_contents(chroma_server.url, manifest(store)["collection"]))
 
 
 def test_bad_input_is_one_line_naming_the_problem(stores, tmp_path, chroma_server):

@@ -24,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_indexing import run, stored, write_corpus
+from test_indexing import assert_same_chunks, run, stored, write_corpus
 
 pytestmark = pytest.mark.cluster
 
@@ -128,15 +127,11 @@ def index_on_cluster(cluster, store: Path, *options) -> dict:
     return report
 
 
-def assert_same_as_local(cluster, tmp_path, contents: dict) -> None:
-    """Same chunk ids, metadata and texts as the local executor's store, vectors within float noise."""
+def assert_same_as_local(cluster, tmp_path, chunks: dict) -> None:
+    """The same chunks as the local executor's store of the same input (assert_same_chunks)."""
     local = tmp_path / "local"
     run([cluster["docs"]], local, chunk_size=None, chunk_overlap=None)
-    x = stored(local)
-    assert set(x) == set(contents)
-    for chunk_id, (meta, text, vector) in x.items():
-        assert contents[chunk_id][:2] == (meta, text)
-        np.testing.assert_allclose(contents[chunk_id][2], vector, atol=1e-5)
+    assert_same_chunks(stored(local), chunks)
 
 
 def test_index_on_the_cluster_equals_the_local_store(cluster, tmp_path):

@@ -40,13 +40,29 @@ def run(paths, store, **kw):
     return index(IndexOptions([str(p) for p in paths], store, **kw), make_progress(False))
 
 
+def contents(collection) -> dict:
+    """id -> (fields, text, vector) of every chunk of a Chroma collection, local or on a server."""
+    got = collection.get(include=["metadatas", "documents", "embeddings"])
+    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+
+
 def stored(store):
+    """contents() of a local store."""
     import chromadb
 
     client = chromadb.PersistentClient(path=str(store / "chroma"))
-    got = client.get_collection("chunks").get(include=["metadatas", "documents", "embeddings"])
-    client.close()
-    return {i: (*reversed(unpack(d, m)), np.asarray(e)) for i, m, d, e in zip(got["ids"], got["metadatas"], got["documents"], got["embeddings"])}
+    try:
+        return contents(client.get_collection("chunks"))
+    finally:
+        client.close()
+
+
+def assert_same_chunks(a: dict, b: dict) -> None:
+    """Two stores' contents(): the same chunk ids, fields and texts, vectors within float noise."""
+    assert a.keys() == b.keys() and a
+    for chunk_id, (meta, text, vector) in a.items():
+        assert b[chunk_id][:2] == (meta, text)
+        np.testing.assert_allclose(b[chunk_id][2], vector, atol=1e-5)
 
 
 def test_index_then_reindex_embeds_nothing(corpus, tmp_path):
@@ -219,11 +235,7 @@ def test_local_and_ray_executors_build_identical_stores(corpus, tmp_path):
     local = run([corpus], tmp_path / "local", executor="local")
     ray = run([corpus], tmp_path / "ray", executor="ray")
     assert (ray.executor, local.executor) == ("ray", "local")
-    a, b = stored(tmp_path / "local"), stored(tmp_path / "ray")
-    assert set(a) == set(b)
-    for chunk_id, (meta, text, vector) in a.items():
-        assert b[chunk_id][0] == meta and b[chunk_id][1] == text
-        np.testing.assert_allclose(b[chunk_id][2], vector, atol=1e-5)
+    assert_same_chunks(stored(tmp_path / "local"), stored(tmp_path / "ray"))
     again = run([corpus], tmp_path / "ray", executor="ray")
     assert again.embedded == 0
 

@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_indexing import TXT, run, stored, write_corpus
+from test_indexing import TXT, assert_same_chunks, run, stored, write_corpus
 
 
 @pytest.fixture
@@ -33,11 +33,7 @@ def test_ray_incremental_run_matches_local(corpus, tmp_path):
     counts = lambda r: (r.files, r.chunks, r.embedded, r.unchanged, r.deleted, r.errors)  # noqa: E731
     assert counts(b) == counts(a)
     assert b.writers == {"driver"}  # a local store keeps its one writer on Ray too
-    x, y = stored(local), stored(ray)
-    assert set(x) == set(y)
-    for chunk_id, (meta, text, vector) in x.items():
-        assert y[chunk_id][:2] == (meta, text)
-        np.testing.assert_allclose(y[chunk_id][2], vector, atol=1e-5)
+    assert_same_chunks(stored(local), stored(ray))
 
 
 def test_local_executor_embeds_while_reading(monkeypatch, tmp_path):
