@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import sys, time
-import numpy as np, ray
+import ray
 from ragbatch import ray_executor
 setting, rows, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def shmem_mib():

@@ -183,8 +183,9 @@ READ_CPUS = 0.5
 # fast reading buffers far ahead of a slow embedder, new blocks land in ever new parts of
 # the store, and the driver's RSS counted more of those pages the longer the run (137 MiB
 # at 200 MB of text). Small blocks and an object-store budget of a few dozen batches per
-# embedding actor keep the store's memory recycled in place: measured flat (37 MiB from
-# 230k to 600k rows of 1 KB; each setting alone still grew).
+# embedding actor keep the store's memory recycled in place: measured flat, 32 MiB from
+# 300k to 600k rows of 1 KB, where each setting alone still grew (object_store_bench.py),
+# and 26 MiB at 200 MB of text (scale_bench.py).
 BLOCK_BYTES = 2**20
 STORE_BYTES_PER_ACTOR = 64 * 2**20
 # Read tasks at once on a driver node that offers Ray no CPU (a head started with
