@@ -43,7 +43,7 @@ def main() -> None:
         qfile = Path(tmp) / "q.jsonl"
         qfile.write_text("".join(json.dumps({"id": q["id"], "question": q["question"]}) + "\n" for q in questions))
 
-        from ragbatch.retrieval import Retriever
+        from ragbatch.retrieval.retriever import Retriever
 
         retriever = Retriever(store)
         retriever.search(["warm-up question"], args.k)
@@ -80,10 +80,10 @@ def bare_generate(store: Path, answers: Path, max_tokens: int) -> tuple[float, i
     import chromadb
     import pyarrow.parquet as pq
 
-    from ragbatch.generation import Generator
-    from ragbatch.models import DEFAULT_LLM, resolve_llm
-    from ragbatch.prompting import build_prompt
-    from ragbatch.store import unpack
+    from ragbatch.generation.batch import Generator
+    from ragbatch.generation.prompting import build_prompt
+    from ragbatch.models.weights import DEFAULT_LLM, resolve_llm
+    from ragbatch.store.records import unpack
 
     rows = [r for r in pq.read_table(answers).to_pylist() if r["error"] is None]
     client = chromadb.PersistentClient(path=str(store / "chroma"))

@@ -104,7 +104,7 @@ def main() -> None:
     from gpu_embed_bench import chunks_of_around
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ragbatch.embedding import Embedder, resolve_embedder
+    from ragbatch.models.embedder import Embedder, resolve_embedder
 
     torch.set_num_threads(args.threads)
     spec = resolve_embedder(None)

@@ -30,9 +30,10 @@ BF16_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 1
 
 
 def chunks_of_around(limit: int | None) -> list[str]:
-    from ragbatch.chunking import Chunker, ChunkingParams
-    from ragbatch.embedding import describe_embedder, resolve_embedder
-    from ragbatch.readers import discover, read_file
+    from ragbatch.ingest.chunking import Chunker
+    from ragbatch.ingest.readers import discover, read_file
+    from ragbatch.models.embedder import describe_embedder, resolve_embedder
+    from ragbatch.store.manifest import ChunkingParams
 
     info = describe_embedder(resolve_embedder(None))
     sections = read_file(discover([str(ROOT / "corpora" / "around.txt")]).files[0])
@@ -63,8 +64,8 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from benchmarks.encoder_shapes import instructor_large_shaped
-    from ragbatch.embedding import INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY, Embedder, EmbedderSpec
-    from ragbatch.local_executor import ENCODE_BLOCK
+    from ragbatch.ingest.local_executor import ENCODE_BLOCK
+    from ragbatch.models.embedder import INSTRUCTOR_DOCUMENT, INSTRUCTOR_QUERY, Embedder, EmbedderSpec
 
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"

@@ -39,7 +39,7 @@ def floor_ms_per_vector(model, texts: list[str], batch_size: int) -> float:
 def stored_texts(store: Path) -> list[str]:
     import chromadb
 
-    from ragbatch.store import unpack
+    from ragbatch.store.records import unpack
 
     client = chromadb.PersistentClient(path=str(store / "chroma"))
     got = client.get_collection("chunks").get(include=["documents", "metadatas"])
@@ -63,7 +63,7 @@ def main() -> None:
 
         from sentence_transformers import SentenceTransformer
 
-        from ragbatch.embedding import resolve_embedder
+        from ragbatch.models.embedder import resolve_embedder
 
         model = SentenceTransformer(resolve_embedder(None).path, device="cpu")
         model.encode(texts[:64], batch_size=args.batch_size)  # warm-up

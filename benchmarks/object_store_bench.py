@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import sys, time
 import ray
-from ragbatch import ray_executor
+from ragbatch.ingest import ray_executor
 setting, rows, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def shmem_mib():
     line = next(l for l in open("/proc/self/status") if l.startswith("RssShmem:"))

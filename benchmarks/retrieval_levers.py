@@ -36,9 +36,10 @@ ANCHORS = True  # section hits also through the anchors inside a section (as `ra
 
 def load_chunks(name: str, size: int, overlap: int) -> list[dict]:
     """The chunks `ragbatch index` would make, each with its `context` line."""
-    from ragbatch import readers
-    from ragbatch.chunking import Chunker, ChunkingParams, chunk_context
-    from ragbatch.embedding import describe_embedder, resolve_embedder
+    from ragbatch.ingest import readers
+    from ragbatch.ingest.chunking import Chunker, chunk_context
+    from ragbatch.models.embedder import describe_embedder, resolve_embedder
+    from ragbatch.store.manifest import ChunkingParams
 
     info = describe_embedder(resolve_embedder(None))
     chunker = Chunker(info.tokenizer_json, ChunkingParams(size, overlap, context=0))  # ids as the baseline store has them
@@ -57,7 +58,7 @@ _EMBEDDER = None
 def embedder():
     global _EMBEDDER
     if _EMBEDDER is None:
-        from ragbatch.embedding import Embedder, resolve_embedder
+        from ragbatch.models.embedder import Embedder, resolve_embedder
 
         _EMBEDDER = Embedder(resolve_embedder(None), device="cpu", batch_size=32)
     return _EMBEDDER
@@ -85,10 +86,10 @@ def seed_from_store(store: Path, ids: list[str]) -> np.ndarray | None:
     """The vectors of these chunk ids from a store built by `ragbatch index`, if it has them all."""
     if not (store / "chroma").exists():
         return None
-    from ragbatch.manifest import read_manifest
-    from ragbatch.store import ChromaStore
+    from ragbatch.store.local import LocalVectors
+    from ragbatch.store.manifest import read_manifest
 
-    chroma = ChromaStore(store, read_manifest(store)["collection"], create=False)
+    chroma = LocalVectors(store, read_manifest(store)["collection"], create=False)
     try:
         found = {}
         for start in range(0, len(ids), 5000):
@@ -114,7 +115,7 @@ def dense_rank(q: np.ndarray, d: np.ndarray, depth: int) -> list[list[int]]:
 def bm25_rank(doc_tokens: list[list[str]], query_tokens: list[list[str]], depth: int) -> list[list[int]]:
     import pyarrow as pa
 
-    from ragbatch.lexical import _build_retriever, _tokens_type
+    from ragbatch.store.lexical import _build_retriever, _tokens_type
 
     retriever = _build_retriever(pa.array(doc_tokens, _tokens_type()))
     results = []
@@ -174,7 +175,8 @@ def mmr(ranked: list[int], vectors: np.ndarray, lam: float, k: int = 20) -> list
 
 
 def score(name: str, refs: list[dict], chunks: list[dict], ranked: list[list[int]]) -> dict:
-    from ragbatch.evaluation import page_of, question_row, summarize
+    from ragbatch.evaluation.metrics import question_row, summarize
+    from ragbatch.retrieval.sources import page_of
 
     pages = {page_of(c["source"]) for c in chunks}
     rows = [
@@ -214,7 +216,7 @@ class SetData:
         self._tokens: dict[tuple, list] = {}
 
     def text(self, i: int, context: bool) -> str:
-        from ragbatch.chunking import indexed_text
+        from ragbatch.store.records import indexed_text
 
         c = self.chunks[i]
         return indexed_text(c) if context else c["text"]
@@ -245,19 +247,19 @@ class SetData:
 
 
 def _words(text):
-    from ragbatch.lexical import tokenize
+    from ragbatch.store.lexical import tokenize
 
     return tokenize(text)
 
 
 def _words_stem(text):
-    from ragbatch.lexical import tokenize
+    from ragbatch.store.lexical import tokenize
 
     return tokenize(text, "snowball-english")
 
 
 def _code(text, stem=False):
-    from ragbatch.lexical import tokenize
+    from ragbatch.store.lexical import tokenize
 
     return tokenize(text, "snowball-english" if stem else None, identifiers=True)
 

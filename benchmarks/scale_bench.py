@@ -44,7 +44,7 @@ FILE_BYTES = 25_000
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from ragbatch.indexing import IndexOptions, index
+from ragbatch.ingest.pipeline import IndexOptions, index
 from ragbatch.progress import make_progress
 import threading
 corpus, store, embedder, chroma = sys.argv[1:5]

@@ -104,9 +104,9 @@ def batch_ask(store: Path, questions: list[str], k: int, max_tokens: int) -> dic
     """`ask` in this process: its report times retrieval + model load + generation; the
     retrieval alone is timed beside it the way ask runs it (one batch), so the model load
     can be left out as it is for the warm server."""
-    from ragbatch.asking import AskOptions, ask
+    from ragbatch.asking.pipeline import AskOptions, ask
     from ragbatch.progress import make_progress
-    from ragbatch.retrieval import Retriever
+    from ragbatch.retrieval.retriever import Retriever
 
     retriever = Retriever(store)
     retriever.search(["warm-up question"], k)

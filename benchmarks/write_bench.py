@@ -15,12 +15,12 @@ Local rows (`writer@block[+hnsw]`):
   key per field, one upsert per encode block as the encoder yields them;
 - `packed`: ragbatch's record format now (store.RECORD_KEY: text and fields in one
   JSON value, no Chroma document), one upsert per block;
-- `ragbatch`: ragbatch's own `BackgroundWriter` and `ChromaStore` fed blocks faster than
+- `ragbatch`: ragbatch's own `BackgroundWriter` and `LocalVectors` fed blocks faster than
   it writes them (as behind a GPU): waiting blocks are merged up to Chroma's maximum
   batch (5,461);
 - `+hnsw` names a Chroma HNSW configuration from SETTINGS beside space=cosine.
 Server rows: `chroma run` on this machine, W writer processes each upserting N/W vectors
-in blocks through `chroma_server.ServerStore` (ragbatch's format), all at once.
+in blocks through `chroma_server.ServerVectors` (ragbatch's format), all at once.
 
 The vectors are not random points on the sphere (on which any HNSW recalls poorly and
 unlike real embeddings): they are a 48-dimensional latent mixture of 200 clusters lifted
@@ -97,7 +97,7 @@ def _new_collection(folder: str, hnsw: dict):
     import chromadb
     from chromadb.config import Settings
 
-    from ragbatch.store import HNSW_EF_SEARCH
+    from ragbatch.store.collection import HNSW_EF_SEARCH
 
     client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
     collection = client.get_or_create_collection(
@@ -108,12 +108,14 @@ def _new_collection(folder: str, hnsw: dict):
 
 def write_local(folder: str, writer: str, block: int, hnsw: dict, vectors: np.ndarray, chunks: list[dict]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) to write everything and close."""
-    from ragbatch.store import METADATA_KEYS, BackgroundWriter, ChromaStore, pack
+    from ragbatch.ingest.writer import BackgroundWriter
+    from ragbatch.store.local import LocalVectors
+    from ragbatch.store.records import CHUNK_FIELDS, pack
 
     client, collection = _new_collection(os.path.join(folder, "chroma"), hnsw)
     if writer == "ragbatch":
         client.close()
-        store = ChromaStore(Path(folder), "chunks")  # opens the collection made above, with its settings
+        store = LocalVectors(Path(folder), "chunks")  # opens the collection made above, with its settings
     started, cpu = time.perf_counter(), time.process_time()
     if writer == "ragbatch":
         with BackgroundWriter(store) as background:
@@ -126,7 +128,7 @@ def write_local(folder: str, writer: str, block: int, hnsw: dict, vectors: np.nd
                 end = min(part + 5461, start + block, len(vectors))
                 rows = chunks[part:end]
                 if writer == "today":
-                    payload = {"documents": [c["text"] for c in rows], "metadatas": [{k: c.get(k, "") for k in METADATA_KEYS} for c in rows]}
+                    payload = {"documents": [c["text"] for c in rows], "metadatas": [{k: c.get(k, "") for k in CHUNK_FIELDS} for c in rows]}
                 else:
                     payload = {"metadatas": [pack(c) for c in rows]}
                 collection.upsert(ids=[c["id"] for c in rows], embeddings=vectors[part:end], **payload)
@@ -155,12 +157,12 @@ def local_recall(folder: str, vectors: np.ndarray, queries: np.ndarray) -> float
 _SERVER_WRITER = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from ragbatch.chroma_server import ServerStore
+from ragbatch.store.server import ServerVectors
 data = np.load(sys.argv[2])
 import json
 chunks = json.loads(open(sys.argv[3]).read())
 block = int(sys.argv[6])
-store = ServerStore(sys.argv[4], sys.argv[5])
+store = ServerVectors(sys.argv[4], sys.argv[5])
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
 for start in range(0, len(data), block):
     store.upsert(chunks[start : start + block], data[start : start + block])
@@ -173,11 +175,11 @@ def write_server(work: str, writers: int, block: int, vectors: np.ndarray, chunk
     sys.path.insert(0, str(ROOT / "tests"))
     from chroma_process import ChromaServer
 
-    from ragbatch.chroma_server import ServerStore
+    from ragbatch.store.server import ServerVectors
 
     with ChromaServer(Path(work) / f"server-{writers}-{block}") as server:
         name = f"bench-{writers}-{block}"
-        ServerStore(server.url, name, create=True).close()
+        ServerVectors(server.url, name, create=True).close()
         shares = np.array_split(np.arange(len(vectors)), writers)
         processes = []
         for w, share in enumerate(shares):
@@ -200,7 +202,7 @@ def write_server(work: str, writers: int, block: int, vectors: np.ndarray, chunk
         for p in processes:
             assert p.wait() == 0
         seconds = time.perf_counter() - started
-        store = ServerStore(server.url, name)
+        store = ServerVectors(server.url, name)
         try:
             assert store.count() == len(vectors), "the server lost vectors"
             r = recall(store.collection, vectors, queries)
@@ -211,8 +213,8 @@ def write_server(work: str, writers: int, block: int, vectors: np.ndarray, chunk
 
 def encoder_rate(chunks: list[dict], n: int) -> float:
     """Vectors/s of the packaged MiniLM on this CPU, ragbatch's Embedder, the same texts."""
-    from ragbatch.chunking import indexed_text
-    from ragbatch.embedding import Embedder, resolve_embedder
+    from ragbatch.models.embedder import Embedder, resolve_embedder
+    from ragbatch.store.records import indexed_text
 
     embedder = Embedder(resolve_embedder(None), device="cpu")
     texts = [indexed_text(c) for c in chunks[:n]]

@@ -1,8 +1,11 @@
-"""Where commands read and write when the user names no place: the design card's
-`ragbatch index around.txt` and `ragbatch ask questions.jsonl` need no options.
+"""Where commands read and write when the user names no place, and where ragbatch keeps
+what it builds once and reuses.
 
-Both defaults are relative to the current directory, like the layout's `stores/` and
-`outputs/` folders. `RAGBATCH_STORE` replaces the default store (the CLI reads it).
+`ragbatch index around.txt` and `ragbatch ask questions.jsonl` need no options: the
+store defaults to `stores/default` and answers to `outputs/`, both relative to the
+current directory. `RAGBATCH_STORE` replaces the default store (the CLI reads it).
+The cache (converted models, tiktoken files, verified copies of published stores) is
+`$RAGBATCH_CACHE`, else ~/.cache/ragbatch.
 """
 
 from __future__ import annotations
@@ -30,3 +33,7 @@ def store_hint(store: Path) -> str:
     if Path(store) == default_store():
         return "ragbatch index FILES"
     return f"ragbatch index FILES --store {store}"
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    return Path(override or os.environ.get("RAGBATCH_CACHE") or "~/.cache/ragbatch").expanduser()

@@ -4,14 +4,37 @@ import os
 # depend on it): the tests of downloading run a fake hub in a subprocess without this.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-# --- generation: the packaged LLM, converted once per cache and loaded once per session ---
 import pytest  # noqa: E402
+from helpers import FACTS, index, write_files  # noqa: E402
+
+
+# --- one way to get an indexed store: files in, a store folder out ---
+@pytest.fixture(scope="session")
+def indexed_store(tmp_path_factory):
+    """A factory: `indexed_store(files, **index_options)` writes `files` (name -> text) to a
+    new folder, indexes them into its `store` (small chunks, local executor by default)
+    and returns the store's path. Session-scoped, so module fixtures can use it."""
+
+    def make(files: dict[str, str], name: str = "store", **options):
+        folder = write_files(tmp_path_factory.mktemp("indexed"), files)
+        store = folder / name
+        index([folder / f for f in files], store, **options)
+        return store
+
+    return make
 
 
 @pytest.fixture(scope="session")
+def freedonia_store(indexed_store):
+    """The Freedonia facts, one chunk each: the store `ask` and `serve` answer from."""
+    return indexed_store({"freedonia.txt": "\n".join(FACTS) + "\n"}, chunk_size=24, chunk_overlap=0)
+
+
+# --- generation: the packaged LLM, converted once per cache and loaded once per session ---
+@pytest.fixture(scope="session")
 def llm_folder():
     """The packaged SmolLM2 as a Hugging Face folder (converted on first use, then cached)."""
-    from ragbatch.models import resolve_llm
+    from ragbatch.models.weights import resolve_llm
 
     return resolve_llm(None)
 
@@ -19,8 +42,8 @@ def llm_folder():
 @pytest.fixture(scope="session")
 def llm_generator(llm_folder):
     """One vLLM engine for the whole session: loading it takes seconds and ~1.5 GB."""
-    from ragbatch.generation import Generator
-    from ragbatch.models import DEFAULT_LLM
+    from ragbatch.generation.batch import Generator
+    from ragbatch.models.weights import DEFAULT_LLM
 
     generator = Generator(llm_folder, max_model_len=2048, name=DEFAULT_LLM)
     yield generator

@@ -2,7 +2,7 @@
 
 import sys
 
-from ragbatch.publish import publish
+from ragbatch.store.publish import publish
 
 root, rounds, keep, *stores = sys.argv[1:]
 for _ in range(int(rounds)):

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ragbatch.checking import check_store
 from ragbatch.errors import StoreError
+from ragbatch.store.check import check_store
 
 pytestmark = pytest.mark.faults
 
@@ -134,7 +134,7 @@ def test_sigkill_during_index_then_rerun_gives_the_clean_store(corpus, clean_ind
 
 
 def test_sigkill_during_publish_readers_see_whole_versions_and_a_rerun_completes(corpus, clean_index, tmp_path):
-    from ragbatch.store_cache import resolve_store
+    from ragbatch.store.published import resolve_store
 
     store, shared, cache = corpus / "clean", tmp_path / "shared", tmp_path / "cache"
     seconds = timed("publish", shared, "--store", store)
@@ -250,7 +250,7 @@ def test_full_disk_during_publish_keeps_the_old_version_and_a_rerun_with_space_c
     assert not [p for p in shared.iterdir() if p.name.startswith(".tmp-")] if shared.exists() else True
     grow()
     run("publish", shared, "--store", corpus / "clean")
-    from ragbatch.store_cache import resolve_store
+    from ragbatch.store.published import resolve_store
 
     same_store(resolve_store(shared / "clean", cache_dir=tmp_path / "cache"), clean_index["v2"])
 
@@ -281,7 +281,7 @@ def test_search_during_an_index_run_waits_for_it_and_never_fails(corpus, clean_i
     """Readers of a local store answer from a complete state: they wait while `index`
     writes it (store.reading), so Chroma and BM25 are never seen out of step and no two
     processes' Chroma clients have the folder open while one writes."""
-    from ragbatch.retrieval import Retriever
+    from ragbatch.retrieval.retriever import Retriever
 
     store = tmp_path / "store"
     run(*index_args(corpus / "v1", store))

@@ -14,16 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ragbatch.rows import ranked_sources
-from ragbatch.serving.answering import BadRequest, Service
+from ragbatch.retrieval.sources import ranked_sources
 from ragbatch.serving.metrics import Metrics, MetricsMiddleware
 from ragbatch.serving.openai_api import Completion
+from ragbatch.serving.options import Prepared
 from ragbatch.serving.schemas import AskRequest, ChatRequest, SearchRequest
+from ragbatch.serving.service import BadRequest, Service
 
 SSE = "text/event-stream"
 
 
-def create_app(prepared, notify=lambda line: None) -> FastAPI:
+def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
     """The app holds only settings until its lifespan starts: Ray Serve pickles it to each
     replica, which then loads its own models and keeps its own metrics."""
 
@@ -32,7 +33,7 @@ def create_app(prepared, notify=lambda line: None) -> FastAPI:
         app.state.metrics = Metrics()
         service = Service(prepared, app.state.metrics, notify)
         app.state.service = service
-        notify(f"serving {prepared.options.store} (version {service.retriever.version}) with {prepared.llm_name}")
+        notify(f"serving {prepared.options.store} (version {service.retriever.version}) with {prepared.setup.llm_name}")
         try:
             yield
         finally:

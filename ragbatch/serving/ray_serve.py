@@ -14,25 +14,23 @@ import signal
 import threading
 import time
 
-from ragbatch.errors import RagbatchError
+from ragbatch.errors import ParameterError
+from ragbatch.serving.app import create_app
+from ragbatch.serving.options import Prepared, check_port
 
 
-def serve_with_ray(prepared, notify, debug: bool = False) -> None:
+def serve_with_ray(prepared: Prepared, notify, debug: bool = False) -> None:
     options = prepared.options
     address = os.environ.get("RAY_ADDRESS")
     replicas = options.replicas or 1
     if not address:
-        from ragbatch.serving.options import check_port
-
         check_port(options.host, options.port)
     try:
         import ray
         from ray import serve
     except ImportError as exc:
-        raise RagbatchError(f"--replicas: Ray Serve is not installed ({exc.name} missing); pip install 'ray[serve]==2.60.*'") from None
+        raise ParameterError("replicas", None, f"Ray Serve is not installed ({exc.name} missing); pip install 'ray[serve]==2.60.*'") from None
     import logging
-
-    from ragbatch.serving.app import create_app
 
     started = time.perf_counter()
     quiet = {"logging_level": logging.INFO if debug else logging.WARNING, "log_to_driver": debug}
@@ -46,7 +44,7 @@ def serve_with_ray(prepared, notify, debug: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         serve.start(http_options={"host": options.host, "port": options.port}, logging_config={"log_level": "INFO" if debug else "WARNING"})
-        resources = {"num_gpus": 1} if prepared.device == "cuda" else {"num_cpus": 1}
+        resources = {"num_gpus": 1} if prepared.setup.device == "cuda" else {"num_cpus": 1}
         app = create_app(prepared, notify)
 
         @serve.deployment(name="ragbatch", num_replicas=replicas, ray_actor_options=resources, max_ongoing_requests=256)

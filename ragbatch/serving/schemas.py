@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ragbatch.retrieval.filters import ChunkFilter
+from ragbatch.retrieval.selection import Selection
+
 
 class SelectionFields(BaseModel):
     """Which chunks may be retrieved: `search`'s and `ask`'s options, per request."""
@@ -20,12 +23,9 @@ class SelectionFields(BaseModel):
     max_per_section: int = Field(1, ge=0)
     max_per_page: int = Field(0, ge=0)
 
-    def selection(self):
-        from ragbatch.filters import ChunkFilter
-        from ragbatch.serving.retrieval import Selection
-
+    def selection(self) -> Selection:
         chunk_filter = ChunkFilter(tuple(self.where.items()), self.source_prefix or "")
-        return Selection(self.retrieval, chunk_filter, self.max_per_section, self.max_per_page, self.k)
+        return Selection(self.retrieval, self.k, chunk_filter, self.max_per_section, self.max_per_page)
 
 
 def _not_blank(value: str) -> str:

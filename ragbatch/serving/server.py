@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import os
 
+from ragbatch.errors import RagbatchError
+from ragbatch.serving.app import create_app
+from ragbatch.serving.options import Prepared, check_port
+from ragbatch.serving.ray_serve import serve_with_ray
 
-def serve(prepared, notify, debug: bool = False) -> None:
+
+def serve(prepared: Prepared, notify, debug: bool = False) -> None:
     options = prepared.options
     if not debug:
         quiet_engine_process()
     if options.replicas is not None or os.environ.get("RAY_ADDRESS"):
-        from ragbatch.serving.ray_serve import serve_with_ray
-
         return serve_with_ray(prepared, notify, debug)
-    from ragbatch.serving.options import check_port
-
     check_port(options.host, options.port)
     import uvicorn
-
-    from ragbatch.serving.app import create_app
 
     app = create_app(prepared, notify)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info" if debug else "warning", access_log=debug, lifespan="on")
     server = uvicorn.Server(config)
     server.run()
     if not server.started:  # the lifespan failed (uvicorn logged why): not a clean exit
-        from ragbatch.errors import RagbatchError
-
-        raise RagbatchError("the server did not start (see the message above; --debug shows more)")
+        raise RagbatchError("the server did not start (see the message above; {debug} shows more)", refers=("debug",))
 
 
 def quiet_engine_process() -> None:

@@ -1,0 +1,205 @@
+"""`ragbatch ask`: questions -> batched retrieval -> prompts -> vLLM -> Parquet rows.
+
+Everything that can fail on the user's input (questions file, prices, encoding,
+output folder, model availability) is checked before a model is loaded, so a bad
+invocation fails in a second, not after minutes of embedding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values
+from ragbatch.asking.questions import QuestionSource, read_questions
+from ragbatch.errors import Note, ParameterError
+from ragbatch.generation import settings
+from ragbatch.generation.batch import Generator
+from ragbatch.generation.prompting import PromptTooLong
+from ragbatch.generation.rows import Prompted, base_row, finish_row, start_row
+from ragbatch.generation.settings import GenerationInputs, GenerationOptions, GenerationSetup
+from ragbatch.locations import default_answers
+from ragbatch.retrieval.retriever import Retriever
+from ragbatch.retrieval.selection import Selection
+from ragbatch.store.manifest import require_store_path
+
+# Finished rows go to a Parquet part at least every PART_ROWS rows or FLUSH_SECONDS.
+PART_ROWS = 64
+FLUSH_SECONDS = 10.0
+
+
+@dataclass
+class AskOptions:
+    questions: QuestionSource  # a file (JSONL, CSV, Parquet, text), "-" for stdin, or a list of questions
+    store: Path
+    out: Path | None = None  # None: outputs/<stem>-answers.parquet, resumed when it exists
+    selection: Selection = field(default_factory=Selection)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    max_tokens: int = 128
+    temperature: float = 0.0
+    resume: bool = False
+    overwrite: bool = False
+    part_rows: int = PART_ROWS
+
+
+@dataclass
+class AskReport:
+    questions: int = 0
+    answered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    generation_seconds: float = 0.0
+    out: str = ""
+    store: str = ""
+    llm: str = ""
+    embedder: str = ""
+    retrieval: str = ""
+    rows: int = 0
+    errors: list[str] = field(default_factory=list)  # input lines skipped, "file:line: why"
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.generation_seconds if self.generation_seconds else 0.0
+
+    def as_json(self) -> dict:
+        return {
+            "questions": self.questions,
+            "answered": self.answered,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "out": self.out,
+            "store": self.store,
+            "llm": self.llm,
+            "embedder": self.embedder,
+            "retrieval": self.retrieval,
+            "errors": self.errors,
+        }
+
+
+def answers_file(options: AskOptions) -> tuple[Path, str]:
+    """OUT and the AnswerWriter mode. The default OUT resumes, so rerunning the same
+    command (from cron, say) answers only new questions; an explicit OUT is refused
+    when it exists, unless resumed; overwriting starts over either way."""
+    if options.out is None:
+        if not isinstance(options.questions, str):
+            raise ParameterError("out", None, "name the answers file when the questions are not a file")
+        out = default_answers(options.questions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out, "overwrite" if options.overwrite else "resume"
+    return Path(options.out), "overwrite" if options.overwrite else "resume" if options.resume else "new"
+
+
+def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
+    """Answer every question not answered yet; `notify` gets one line when some already are."""
+    started = time.perf_counter()
+    if options.resume and options.overwrite:
+        raise ParameterError("resume", None, "give it or {overwrite}, not both", refers=("overwrite",))
+    bad_lines: list[str] = []
+
+    def skip_line(error) -> None:
+        bad_lines.append(str(error))
+        notify(f"error: {error} (skipped)")
+
+    questions = read_questions(options.questions, on_problem=skip_line)
+    inputs = settings.read_inputs(options.generation)
+    require_store_path(options.store)
+    schema = answer_schema(questions, options.generation.count_tokens)
+    out, mode = answers_file(options)
+    selection = options.selection
+    report = AskReport(out=str(out), store=str(options.store), retrieval=selection.mode, questions=len(questions), errors=bad_lines)
+    writer = AnswerWriter(out, schema, mode)
+    try:
+        done = writer.done_ids() if writer.mode == "resume" else set()
+        todo = [q for q in questions if q["id"] not in done]
+        report.skipped = len(questions) - len(todo)
+        if report.skipped:
+            rest = f"answering the other {len(todo)}" if todo else "nothing to do ({overwrite} starts over)"
+            notify(Note(f"{writer.out}: {report.skipped} of {len(questions)} questions already answered; {rest}", refers=("overwrite",)))
+        run = _answer(options, inputs, todo, writer, report, progress) if todo else None
+        report.rows = writer.finish(order=[q["id"] for q in questions], run=run)
+    finally:
+        writer.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], writer: AnswerWriter, report: AskReport, progress) -> dict:
+    """Retrieve for every question, then generate; returns the run's settings (the answer
+    file's metadata)."""
+    setup = settings.prepare(options.generation, inputs)
+    report.llm = setup.llm_name
+    selection = options.selection
+    retriever = Retriever.open(options.store, device=setup.device, modes=(selection.mode,))
+    try:
+        report.embedder = retriever.spec.name
+        task = progress.add_task("Retrieving", total=len(todo))
+        hits = retriever.search([q["question"] for q in todo], selection)
+        progress.advance(task, len(todo))
+    finally:
+        retriever.close()  # frees the embedder (and its GPU memory) before vLLM sizes itself
+    _generate_rows(options, setup, todo, hits, writer, report, progress)
+    return {
+        "llm": setup.llm_name,
+        "embedder": report.embedder,
+        "store": str(options.store),
+        "retrieval": selection.mode,
+        "k": selection.k,
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "seed": options.generation.seed,
+        "max_model_len": options.generation.max_model_len,
+        "device": setup.device,
+        "engine": setup.engine,
+    }
+
+
+def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict], hits: list, writer: AnswerWriter, report: AskReport, progress) -> None:
+    count_tokens = options.generation.count_tokens
+    generator = Generator(
+        setup.llm_path,
+        max_model_len=options.generation.max_model_len,
+        device=setup.device,
+        seed=options.generation.seed,
+        name=setup.llm_name,
+        engine=setup.engine,
+    )
+    try:
+        ready: list[Prompted] = []
+        pending: list[dict] = []
+        for question, found in zip(todo, hits):
+            row = base_row(question, found, setup.llm_name, report.embedder, carry_values(question, writer.schema, count_tokens))
+            try:
+                ready.append(start_row(setup, generator.tokenizer, generator.context_window, row, found, options.max_tokens))
+            except PromptTooLong as exc:
+                pending.append({**row, "error": f"prompt too long: {exc}"})
+                report.failed += 1
+
+        task = progress.add_task("Generating", total=len(todo))
+        progress.advance(task, len(pending))
+        flushed = gen_started = time.perf_counter()
+        prompts = [p.prompt_ids for p in ready]
+        for j, generation in generator.stream(prompts, options.max_tokens, options.temperature, options.generation.seed):
+            row = finish_row(setup, ready[j], generation, generator.tokenizer)
+            report.answered += 1
+            report.prompt_tokens += generation.prompt_tokens
+            report.completion_tokens += generation.completion_tokens
+            report.cost_usd += row["cost_usd"]
+            pending.append(row)
+            progress.advance(task)
+            if len(pending) >= options.part_rows or time.perf_counter() - flushed > FLUSH_SECONDS:
+                writer.write(pending)
+                pending, flushed = [], time.perf_counter()
+        report.generation_seconds = time.perf_counter() - gen_started
+        writer.write(pending)
+    finally:
+        generator.close()

@@ -1,0 +1,83 @@
+"""One question's answer row, the same for `ask` (a Parquet row) and `serve` (a JSON
+object), and the per-question flow both follow: sources -> prompt -> generation -> row.
+
+`start_row` holds what retrieval decided (sources, chunk ids, scores) and builds the
+prompt within the model's context; `finish_row` adds what generation returned: the
+answer, exact token counts from vLLM, the cost from the price table, and optional
+tiktoken counts. A prompt that cannot fit raises PromptTooLong: `ask` turns it into an
+error row, `serve` into a 413.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ragbatch.generation.prompting import build_prompt
+from ragbatch.generation.settings import GenerationSetup
+from ragbatch.generation.tokencount import count
+from ragbatch.generation.vllm_engine import Generation
+from ragbatch.store.records import Hit
+
+
+@dataclass
+class Prompted:
+    """A question ready to generate: its row so far and its prompt's token ids."""
+
+    row: dict
+    prompt_ids: list[int]
+
+
+def base_row(question: dict, hits: list[Hit], llm: str, embedder: str, carried: dict | None = None) -> dict:
+    """The row before generation; `carried` holds the question's other input fields under
+    their output column names (ask's answer file decides them; serve has none)."""
+    return {
+        "id": question["id"],
+        "question": question["question"],
+        "answer": None,
+        "sources": [h.cited for h in hits],
+        "chunk_ids": [h.chunk_id for h in hits],
+        "scores": [round(h.score, 6) for h in hits],
+        "passages_used": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "llm": llm,
+        "embedder": embedder,
+        "finish_reason": None,
+        "error": None,
+        **(carried or {}),
+    }
+
+
+def start_row(
+    setup: GenerationSetup,
+    tokenizer,
+    context_window: int,
+    row: dict,
+    hits: list[Hit],
+    max_tokens: int,
+    system_prompt: str | None = None,
+) -> Prompted:
+    """`row` (a base_row) with its prompt: the question and the top passages that fit
+    the context window beside `max_tokens` of answer. Raises PromptTooLong."""
+    prompt = build_prompt(tokenizer, row["question"], [h.text for h in hits], context_window, max_tokens, system_prompt or setup.system_prompt)
+    row["passages_used"] = prompt.used
+    return Prompted(row, prompt.token_ids)
+
+
+def finish_row(setup: GenerationSetup, prompted: Prompted, generation: Generation, tokenizer) -> dict:
+    """The row filled from a finished generation; with a token counter (tiktoken), the
+    `prompt_tokens_<encoding>` and `completion_tokens_<encoding>` columns too."""
+    row = prompted.row
+    row.update(
+        answer=generation.text.strip(),
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        cost_usd=setup.price.cost(generation.prompt_tokens, generation.completion_tokens),
+        finish_reason=generation.finish_reason,
+    )
+    counter, name = setup.inputs.counter, setup.options.count_tokens
+    if counter is not None:
+        row[f"prompt_tokens_{name}"] = count(counter, tokenizer.decode(prompted.prompt_ids))
+        row[f"completion_tokens_{name}"] = count(counter, row["answer"])
+    return row

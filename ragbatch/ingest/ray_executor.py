@@ -1,0 +1,324 @@
+"""Runs the same stage functions on Ray Data: for large inputs and for clusters.
+
+One streaming pipeline: files -> read and chunk (Ray tasks on the driver's node, the one
+machine known to see the input) -> embed what is not stored yet (an actor pool on any
+node; on a GPU machine each actor takes a fraction of the GPU, so tokenisation in one
+overlaps the forward pass in another) -> the driver, where the one Chroma writer of a
+local store lives. Ray Data's backpressure holds reading and embedding back while the
+writer is busy. A store on a Chroma server is written by the embed actors themselves,
+several at once (the server serialises writes): the parallel write path.
+
+`RAY_ADDRESS` is honoured (the cluster gets the user's HF_* and RAGBATCH_* settings
+through the job's runtime_env); otherwise a local Ray is started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Collection, Iterator
+
+from ragbatch.errors import ParameterError, RagbatchError
+from ragbatch.ingest.executor import ReadFile, StreamBlock
+from ragbatch.models.embedder import Embedder, EmbedderLoader, EmbedderSpec, describe_embedder, locate_here
+from ragbatch.store.records import CHUNK_FIELDS, indexed_text
+from ragbatch.store.server import ServerAddress, ServerVectors, unreachable
+
+# Extra Ray resources each embedding actor asks for, as JSON: '{"embed_node": 1}' keeps
+# embedding on the nodes started with `ray start --resources '{"embed_node": N}'`.
+EMBED_RESOURCES_ENV = "RAGBATCH_EMBED_RESOURCES"
+# Environment variables a cluster's workers get from the driver: Hugging Face's (cache,
+# endpoint, token, offline switch) and ragbatch's own.
+FORWARDED_ENV_PREFIXES = ("HF_", "RAGBATCH_")
+
+
+def forwarded_env(environ=None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {key: value for key, value in environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    if address:
+        # A cluster decides its own resources; its workers do not inherit this shell.
+        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **quiet)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **quiet)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def embed_resources(environ=None) -> dict[str, float]:
+    raw = (os.environ if environ is None else environ).get(EMBED_RESOURCES_ENV, "")
+    if not raw:
+        return {}
+    try:
+        resources = json.loads(raw)
+        if not isinstance(resources, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in resources.values()):
+            raise ValueError
+    except ValueError:
+        raise RagbatchError(f'{EMBED_RESOURCES_ENV}={raw}: expected a JSON object of positive amounts, e.g. {{"embed_node": 1}}') from None
+    return {str(k): float(v) for k, v in resources.items()}
+
+
+class _EmbedActor:
+    """One embedder per actor, loaded when the first chunk that needs it arrives.
+
+    The weights are found on the actor's own node (`locate_here`): the driver's folder
+    may not exist there. Each batch holds every row read (chunks and per-file error
+    rows). Only chunks whose id is not already stored are embedded; the others pass
+    through with their text dropped, so the driver learns their ids without their texts
+    crossing the cluster. Adds `new` (was embedded), `embedding` (zeros where not new)
+    and `seconds`.
+
+    Given a `server` (a ServerAddress: plain values any process can open), the
+    actor upserts its new chunks into that collection itself and returns no `embedding`,
+    but a `writer` column naming itself (host:pid) on the rows it wrote.
+    """
+
+    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, server: ServerAddress | None = None):
+        import numpy as np
+        import ray
+
+        self.spec, self.device, self.batch_size, self.threads = spec, device, batch_size, threads
+        # The stored ids, sorted bytes: one shared object-store copy, not a pickled set
+        # per actor (wrapped in a list so Ray hands over the reference, not the value).
+        self.stored = ray.get(stored[0]) if stored else np.array([], dtype="S32")
+        self.embedder = None
+        self.dimension = None
+        self.local_spec = None
+        self.server, self.server_store = server, None
+
+    def _is_stored(self, ids):
+        import numpy as np
+
+        if not len(self.stored):
+            return np.zeros(len(ids), dtype=bool)
+        keys = np.asarray(ids).astype(self.stored.dtype)
+        at = np.searchsorted(self.stored, keys).clip(max=len(self.stored) - 1)
+        return self.stored[at] == keys
+
+    def _load(self, weights: bool) -> None:
+        if self.local_spec is None:
+            self.local_spec = locate_here(EmbedderSpec(**self.spec))
+            self.dimension = describe_embedder(self.local_spec).dimension
+        if weights and self.embedder is None:
+            if self.threads:  # Ray sets OMP_NUM_THREADS to the actor's whole CPUs only
+                import torch
+
+                torch.set_num_threads(self.threads)
+            self.embedder = Embedder(self.local_spec, device=self.device, batch_size=self.batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        new = (batch["error"] == "") & ~self._is_stored(batch["id"])
+        vectors = None
+        seconds = np.zeros(len(new), dtype=np.float64)
+        writer = ""
+        try:
+            self._load(new.any())
+            vectors = np.zeros((len(new), self.dimension), dtype=np.float32)
+            if new.any():
+                before = self.embedder.seconds
+                texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
+                vectors[new] = self.embedder.embed_documents(texts)
+                seconds[new] = (self.embedder.seconds - before) / int(new.sum())
+                if self.server is not None:
+                    writer = self._write(batch, new, vectors[new])
+        except RagbatchError as exc:
+            # Passed on as a value: Ray keeps only the traceback text of an exception.
+            new[:] = False
+            batch = {**batch, "fatal": np.full(len(new), str(exc), dtype=object)}
+        out = dict(batch)
+        out["text"] = np.where(new, batch["text"], "")
+        out.update(new=new, seconds=seconds)
+        if self.server is None:
+            out["embedding"] = vectors if vectors is not None else np.zeros((len(new), self.dimension or 1), dtype=np.float32)
+        else:
+            out["writer"] = np.where(new, writer, "")
+        return out
+
+    def _write(self, batch: dict, new, vectors) -> str:
+        """Upsert the new chunks into the server's collection; returns this writer's name."""
+        import socket
+
+        if self.server_store is None:
+            self.server_store = ServerVectors(self.server)
+        chunks = rows({key: batch[key][new] for key in ("id", "text", *CHUNK_FIELDS)})
+        try:
+            self.server_store.upsert(chunks, vectors)
+        except Exception as exc:  # noqa: BLE001 - the server went away mid-run
+            raise unreachable(self.server.url, exc) from None
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def rows(columns: dict) -> list[dict]:
+    """A numpy batch's columns as row dicts of Python values (tolist() turns numpy's
+    integers and strings into Python's, as JSON and pack() expect)."""
+    lists = {key: values.tolist() for key, values in columns.items()}
+    return [dict(zip(lists, values)) for values in zip(*lists.values())]
+
+
+# CPUs asked for each read-and-chunk task. Reading runs beside the embed actors in one
+# streaming pipeline, so the actors must leave room for it: an actor holding every CPU
+# would starve the reads that feed it (the pipeline then waits forever).
+READ_CPUS = 0.5
+# The driver's memory must not grow with the corpus, and the driver maps every result
+# block it reads from Ray's object store. With Ray Data's defaults (blocks of up to
+# 128 MiB, and read-ahead bounded only by half the object store, itself 30 % of RAM),
+# fast reading buffers far ahead of a slow embedder, new blocks land in ever new parts of
+# the store, and the driver's RSS counted more of those pages the longer the run (137 MiB
+# at 200 MB of text). Small blocks and an object-store budget of a few dozen batches per
+# embedding actor keep the store's memory recycled in place: measured flat, 32 MiB from
+# 300k to 600k rows of 1 KB, where each setting alone still grew (object_store_bench.py),
+# and 26 MiB at 200 MB of text (scale_bench.py).
+BLOCK_BYTES = 2**20
+STORE_BYTES_PER_ACTOR = 64 * 2**20
+# Read tasks at once on a driver node that offers Ray no CPU (a head started with
+# --num-cpus=0): they then ask for none, and this caps them instead.
+ZERO_CPU_READERS = 2
+
+
+def cpu_pool(cpus: float, cluster: bool) -> tuple[int, float, int]:
+    """(actors, CPUs of each, torch threads of each) for embedding on CPUs, leaving
+    READ_CPUS for reading.
+
+    On one machine a single actor with every other core beats several small ones (its
+    torch threads are set to the cores it shares with reading); on a cluster, actors of
+    up to 4 CPUs."""
+    room = max(READ_CPUS, cpus - READ_CPUS)
+    if not cluster:
+        return 1, room, max(1, int(cpus))
+    per_actor = min(4.0, room)
+    return max(1, int(room // per_actor)), per_actor, max(1, math.ceil(per_actor))
+
+
+def gpu_pool(gpus: float) -> tuple[int, float]:
+    """(actors, GPU share of each) for a cluster with `gpus` GPUs in all: two actors per
+    GPU, so one tokenises while the other runs the model, and never more GPU than the
+    cluster has (a cluster may offer a fraction of one)."""
+    share = min(0.5, gpus)
+    return max(1, int(gpus / share + 1e-9)), share
+
+
+def limit_pool(size: int, resources: dict[str, float], available: dict[str, float]) -> int:
+    """No more actors than the cluster's custom resources can hold at once."""
+    for name, amount in resources.items():
+        fits = int(available.get(name, 0) / amount + 1e-9)
+        if fits < 1:
+            raise RagbatchError(f"{EMBED_RESOURCES_ENV}: no node of the Ray cluster offers {amount:g} {name!r}")
+        size = min(size, fits)
+    return size
+
+
+def read_on_driver_node() -> dict:
+    """Ray arguments that keep read-and-chunk tasks on the driver's node: the input is
+    named by the driver's paths, which other nodes may not see."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node_cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node_id), 0)
+    pinned = {"label_selector": {"ray.io/node-id": node_id}}
+    if node_cpus >= READ_CPUS:
+        return {"num_cpus": READ_CPUS, **pinned}
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=ZERO_CPU_READERS), **pinned}
+
+
+def pipeline_memory(actors: int) -> None:
+    """Small blocks and a bounded object-store budget for the pipeline built next (see
+    BLOCK_BYTES): reading stays a few batches ahead of embedding, not a corpus ahead."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = BLOCK_BYTES
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(object_store_memory=STORE_BYTES_PER_ACTOR * actors)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, progress, device: str = "auto", batch_size: int = 32):
+        self.progress = progress
+        self.device = device
+        self.batch_size = batch_size
+        self.resources = embed_resources()
+        init_ray()
+
+    def stream(
+        self, files: list[dict], read: ReadFile, stored: Collection[str], embedder: EmbedderLoader, server: ServerAddress | None = None
+    ) -> Iterator[StreamBlock]:
+        """One streaming Ray Data pipeline: files -> read (read and chunk, Ray tasks on this
+        node) -> embed what is not in `stored` (actor pool) -> here, batch by batch.
+
+        Stored chunks come back without their text; with a `server`, the actors write the
+        new vectors themselves and yield none. The driver never holds more than a few
+        batches of texts.
+        """
+        if not files:
+            return
+        import numpy as np
+        import ray
+
+        spec = embedder.spec.as_dict()
+        cluster = ray.cluster_resources()
+        # Whether to ask Ray for GPUs: the cluster's, not this driver's; each actor then
+        # checks its own with the same rule (ragbatch.models.devices.pick_device).
+        gpus = cluster.get("GPU", 0) if self.device != "cpu" else 0
+        if self.device == "cuda" and not gpus:
+            raise ParameterError("device", "cuda", "the Ray cluster has no GPU; use device cpu or auto")
+        if gpus:
+            size, share = gpu_pool(gpus)
+            pool, per_actor = {"size": size}, {"num_gpus": share, "num_cpus": 1}
+            device, threads = "cuda", None
+        else:
+            size, actor_cpus, threads = cpu_pool(cluster.get("CPU", 1), cluster=bool(os.environ.get("RAY_ADDRESS")))
+            pool, per_actor = {"size": size}, {"num_cpus": actor_cpus}
+            device = "cpu"
+        if self.resources:
+            pool["size"] = limit_pool(pool["size"], self.resources, cluster)
+            per_actor["resources"] = self.resources
+        pipeline_memory(pool["size"])
+        stored_ids = np.sort(np.array([i.encode() for i in stored], dtype=bytes)) if stored else None
+        dataset = (
+            ray.data.from_items(files)
+            .flat_map(read, **read_on_driver_node())
+            .map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={
+                    "spec": spec,
+                    "device": device,
+                    "batch_size": self.batch_size,
+                    "threads": threads,
+                    "stored": [ray.put(stored_ids)] if stored_ids is not None else [],
+                    "server": server,
+                },
+                batch_size=max(self.batch_size, 256),
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(**pool),
+                **per_actor,
+            )
+        )
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            new = np.asarray(batch["new"], dtype=bool)
+            read = rows({key: batch[key] for key in batch if key not in ("new", "embedding", "seconds")})
+            yield StreamBlock(
+                [row for row, is_new in zip(read, new) if not is_new],
+                [row for row, is_new in zip(read, new) if is_new],
+                np.asarray(batch["embedding"], dtype=np.float32)[new] if server is None else None,
+                float(np.sum(batch["seconds"])),
+            )
+
+    def close(self) -> None:
+        pass  # leave Ray running for the rest of the process; it exits with it

@@ -1,0 +1,137 @@
+"""The server's store: questions batched into one retrieval, and hot reload on publish.
+
+One worker thread owns the Retriever (embedder, Chroma client, BM25 index): requests put
+their question on a queue and await the result; the worker takes every question waiting,
+embeds them in one batch and searches once per selection (mode, filters, k), as `ask` does
+for a file. So Chroma and the embedder are never used from two threads.
+
+Hot reload: for a published store (a link switched by `ragbatch publish`), the worker
+reads the link's target before each batch (one readlink). When it changed, it opens the
+new version (verified into the local cache, store/published.py), then closes the old one.
+Retrieval happens before generation and hands over plain data, so a request already
+generating finishes with the sources of the version it retrieved from; nothing restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragbatch.retrieval.retriever import Retriever
+from ragbatch.retrieval.selection import MODES, Selection
+from ragbatch.store.published import is_published
+from ragbatch.store.records import Hit
+
+# Most questions embedded in one batch (a burst beyond it takes several batches).
+MAX_BATCH = 64
+
+
+@dataclass
+class Found:
+    hits: list[Hit]  # ranked
+    version: str  # the store version searched: the published version's name, or the store path
+    embedder: str
+
+
+class LiveRetriever:
+    def __init__(self, store: str | Path, device: str = "auto", metrics=None, notify=None):
+        self.store = Path(store)
+        self.device, self.metrics, self.notify = device, metrics, notify
+        self.published = is_published(self.store)
+        self._queue: queue.Queue = queue.Queue()
+        self._target, self._retriever = self._open()
+        self._thread = threading.Thread(target=self._work, name="retrieval", daemon=True)
+        self._thread.start()
+
+    @property
+    def embedder(self) -> str:
+        return self._retriever.spec.name
+
+    @property
+    def version(self) -> str:
+        return Path(self._target).name if self.published else str(self.store)
+
+    def _link_target(self) -> str:
+        return os.path.realpath(self.store) if self.published else str(self.store)
+
+    def _open(self) -> tuple[str, Retriever]:
+        target = self._link_target()
+        # Every mode at once (embedder and BM25 both loaded): each request picks its own.
+        return target, Retriever.open(target if self.published else self.store, device=self.device, modes=MODES, notify=self.notify)
+
+    async def search(self, question: str, selection: Selection) -> Found:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((question, selection, future, loop))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._serve(batch)
+
+    def _serve(self, batch: list) -> None:
+        try:
+            self._reload_if_switched()
+        except BaseException as exc:  # noqa: BLE001 - the requests get the error; the old version keeps serving
+            for _, _, future, loop in batch:
+                _deliver(loop, future, exc=exc)
+            return
+        groups: dict[Selection, list] = {}
+        for entry in batch:
+            groups.setdefault(entry[1], []).append(entry)
+        if self.metrics is not None:
+            self.metrics.retrieval_batch.observe(len(batch))
+        for selection, entries in groups.items():
+            try:
+                ranked = self._retriever.search([question for question, *_ in entries], selection)
+            except BaseException as exc:  # noqa: BLE001 - a bad filter fails its own requests only
+                for _, _, future, loop in entries:
+                    _deliver(loop, future, exc=exc)
+                continue
+            for (_, _, future, loop), hits in zip(entries, ranked):
+                _deliver(loop, future, Found(hits, self.version, self.embedder))
+
+    def _reload_if_switched(self) -> None:
+        if not self.published or self._link_target() == self._target:
+            return
+        target, retriever = self._open()
+        old, (self._target, self._retriever) = self._retriever, (target, retriever)
+        old.close()
+        if self.metrics is not None:
+            self.metrics.reloads.inc()
+        if self.notify:
+            self.notify(f"{self.store}: now serving version {Path(target).name}")
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._retriever.close()
+
+
+def _deliver(loop, future, result=None, exc=None) -> None:
+    def settle():
+        if future.done():  # the request was cancelled while it waited
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    loop.call_soon_threadsafe(settle)
