@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench
+.PHONY: install demo test check lint bench
 
 install:
 	bash scripts/install.sh
@@ -14,10 +14,18 @@ demo: install
 	cd corpora && $(abspath $(BIN))/ragbatch ask questions.jsonl
 	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('corpora/outputs/questions-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
 
-test: install
+# The whole suite, as CI runs it: lint, types, every test.
+test: install lint
+	$(BIN)/python -m pytest
+
+# The inner loop (under 2 minutes): lint, types, and the tests not marked slow, cluster or faults.
+check: install lint
+	$(BIN)/python -m pytest -m "not slow and not cluster and not faults" -q
+
+lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/index_bench.py

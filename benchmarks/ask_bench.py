@@ -44,11 +44,12 @@ def main() -> None:
         qfile.write_text("".join(json.dumps({"id": q["id"], "question": q["question"]}) + "\n" for q in questions))
 
         from ragbatch.retrieval.retriever import Retriever
+        from ragbatch.retrieval.selection import Selection
 
-        retriever = Retriever(store)
-        retriever.search(["warm-up question"], args.k)
+        retriever = Retriever.open(store)
+        retriever.search(["warm-up question"], Selection(k=args.k))
         started = time.perf_counter()
-        retriever.search([q["question"] for q in questions], args.k)
+        retriever.search([q["question"] for q in questions], Selection(k=args.k))
         retrieval_qps = len(questions) / (time.perf_counter() - started)
         retriever.close()
         del retriever

@@ -89,7 +89,7 @@ def seed_from_store(store: Path, ids: list[str]) -> np.ndarray | None:
     from ragbatch.store.local import LocalVectors
     from ragbatch.store.manifest import read_manifest
 
-    chroma = LocalVectors(store, read_manifest(store)["collection"], create=False)
+    chroma = LocalVectors(store, read_manifest(store).collection, create=False)
     try:
         found = {}
         for start in range(0, len(ids), 5000):

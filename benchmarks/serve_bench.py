@@ -104,20 +104,20 @@ def batch_ask(store: Path, questions: list[str], k: int, max_tokens: int) -> dic
     """`ask` in this process: its report times retrieval + model load + generation; the
     retrieval alone is timed beside it the way ask runs it (one batch), so the model load
     can be left out as it is for the warm server."""
-    from ragbatch.asking.pipeline import AskOptions, ask
-    from ragbatch.progress import make_progress
+    import ragbatch
     from ragbatch.retrieval.retriever import Retriever
+    from ragbatch.retrieval.selection import Selection
 
-    retriever = Retriever(store)
-    retriever.search(["warm-up question"], k)
+    retriever = Retriever.open(store)
+    retriever.search(["warm-up question"], Selection(k=k))
     started = time.perf_counter()
-    retriever.search(questions, k)
+    retriever.search(questions, Selection(k=k))
     retrieval = time.perf_counter() - started
     retriever.close()
     with tempfile.TemporaryDirectory() as tmp:
         qfile = Path(tmp) / "q.jsonl"
         qfile.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
-        report = ask(AskOptions(questions=str(qfile), store=store, out=Path(tmp) / "a.parquet", k=k, max_tokens=max_tokens), make_progress(False))
+        report = ragbatch.ask(str(qfile), store=store, out=Path(tmp) / "a.parquet", k=k, max_tokens=max_tokens)
     busy = retrieval + report.generation_seconds
     return {"questions": len(questions), "wall": report.seconds, "busy": busy, "rps": len(questions) / busy, "tokens": report.completion_tokens}
 

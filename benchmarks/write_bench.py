@@ -115,7 +115,7 @@ def write_local(folder: str, writer: str, block: int, hnsw: dict, vectors: np.nd
     client, collection = _new_collection(os.path.join(folder, "chroma"), hnsw)
     if writer == "ragbatch":
         client.close()
-        store = LocalVectors(Path(folder), "chunks")  # opens the collection made above, with its settings
+        store = LocalVectors(Path(folder), "chunks", create=True)  # opens the collection made above, with its settings
     started, cpu = time.perf_counter(), time.process_time()
     if writer == "ragbatch":
         with BackgroundWriter(store) as background:
@@ -157,12 +157,12 @@ def local_recall(folder: str, vectors: np.ndarray, queries: np.ndarray) -> float
 _SERVER_WRITER = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from ragbatch.store.server import ServerVectors
+from ragbatch.store.server import ServerAddress, ServerVectors
 data = np.load(sys.argv[2])
 import json
 chunks = json.loads(open(sys.argv[3]).read())
 block = int(sys.argv[6])
-store = ServerVectors(sys.argv[4], sys.argv[5])
+store = ServerVectors(ServerAddress(sys.argv[4], sys.argv[5]))
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
 for start in range(0, len(data), block):
     store.upsert(chunks[start : start + block], data[start : start + block])
@@ -175,11 +175,11 @@ def write_server(work: str, writers: int, block: int, vectors: np.ndarray, chunk
     sys.path.insert(0, str(ROOT / "tests"))
     from chroma_process import ChromaServer
 
-    from ragbatch.store.server import ServerVectors
+    from ragbatch.store.server import ServerAddress, ServerVectors
 
     with ChromaServer(Path(work) / f"server-{writers}-{block}") as server:
         name = f"bench-{writers}-{block}"
-        ServerVectors(server.url, name, create=True).close()
+        ServerVectors(ServerAddress(server.url, name), create=True).close()
         shares = np.array_split(np.arange(len(vectors)), writers)
         processes = []
         for w, share in enumerate(shares):
@@ -202,7 +202,7 @@ def write_server(work: str, writers: int, block: int, vectors: np.ndarray, chunk
         for p in processes:
             assert p.wait() == 0
         seconds = time.perf_counter() - started
-        store = ServerVectors(server.url, name)
+        store = ServerVectors(ServerAddress(server.url, name))
         try:
             assert store.count() == len(vectors), "the server lost vectors"
             r = recall(store.collection, vectors, queries)

@@ -83,9 +83,8 @@ def index(
 ) -> IndexReport:
     """Index files, directories or globs into `store` (created if absent); only what
     changed is embedded. Returns the IndexReport `ragbatch index` prints."""
-    paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
     options = IndexOptions(
-        paths=paths,
+        paths=[str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths],
         store=_store(store),
         publish_root=Path(publish_root) if publish_root else None,
         embedder=embedder,

@@ -23,7 +23,8 @@ def named(message: str, refers: tuple[str, ...], name: Callable[[str], str]) -> 
 class Note(str):
     """A line of news for the user (`notify`), naming parameters as errors do."""
 
-    refers: tuple[str, ...] = ()
+    template: str
+    refers: tuple[str, ...]
 
     def __new__(cls, message: str, refers: tuple[str, ...] = ()) -> Note:
         note = super().__new__(cls, named(message, refers, str))

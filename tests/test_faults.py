@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import ROOT, ragbatch_cli
 
 from ragbatch.errors import StoreError
 from ragbatch.store.check import check_store
 
 pytestmark = pytest.mark.faults
 
-ROOT = Path(__file__).resolve().parents[1]
 TRIES = int(os.environ.get("RAGBATCH_FAULT_TRIES", "2"))
 RNG = random.Random(int(os.environ.get("RAGBATCH_FAULT_SEED", "7")))
 CLI = [sys.executable, str(ROOT / "cli.py")]
 
 
 def run(*args, cwd=None, check=True):
-    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+    result = ragbatch_cli(*args, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -282,6 +282,7 @@ def test_search_during_an_index_run_waits_for_it_and_never_fails(corpus, clean_i
     writes it (store.reading), so Chroma and BM25 are never seen out of step and no two
     processes' Chroma clients have the folder open while one writes."""
     from ragbatch.retrieval.retriever import Retriever
+    from ragbatch.retrieval.selection import Selection
 
     store = tmp_path / "store"
     run(*index_args(corpus / "v1", store))
@@ -290,9 +291,9 @@ def test_search_during_an_index_run_waits_for_it_and_never_fails(corpus, clean_i
     deadline = time.monotonic() + 600  # readers must not starve the writer either
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            retriever = Retriever(store, mode="bm25")
+            retriever = Retriever.open(store, modes=("bm25",))
             try:
-                answers.append(len(retriever.search(["Phileas Fogg wagered"], 3)[0]))
+                answers.append(len(retriever.search(["Phileas Fogg wagered"], Selection("bm25", k=3))[0]))
             finally:
                 retriever.close()
         except Exception as exc:  # noqa: BLE001 - any failure is the defect

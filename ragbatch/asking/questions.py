@@ -101,7 +101,7 @@ def _from_jsonl(lines: list[tuple[int, str]], problem) -> list[tuple[int, dict]]
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             problem(number, f"not valid JSON: {exc.msg}: column {exc.colno}")
             continue
         if not isinstance(row, dict):

@@ -49,7 +49,8 @@ def handle_errors(command):
             if debug:
                 raise
             if _disk_full(exc):
-                where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+                filename = getattr(exc, "filename", None)
+                where = f" writing {filename}" if filename else ""
                 click.echo(f"error: no space left on device{where}; free some space and run the same command again (what was stored before is kept)", err=True)
             else:
                 click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)

@@ -108,8 +108,11 @@ def generation_options(command):
         ),
         device_option,
     ]
-    names = ("llm", "seed", "system_prompt", "prompt_file", "count_tokens", "prices", "price_prompt", "price_completion", "max_model_len")
-    names += ("gpu_memory_utilization", "tensor_parallel_size", "device")
+    names = ("llm", "seed", "system_prompt", "prompt_file", "count_tokens", "prices", "price_prompt", "price_completion", "max_model_len") + (
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "device",
+    )
 
     @functools.wraps(command)
     def wrapper(*args, vllm_args, **kwargs):

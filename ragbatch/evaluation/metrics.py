@@ -186,8 +186,8 @@ def question_row(
         row[f"answer_hit@{k}"] = _within(answer_rank, k) if answers else None
     row["answer"] = answer
     scorable = answer is not None and bool(answers)
-    row["em"] = exact_match(answer, answers) if scorable else None
-    row["f1"] = f1(answer, answers) if scorable else None
+    row["em"] = exact_match(answer, answers) if answer is not None and scorable else None
+    row["f1"] = f1(answer, answers) if answer is not None and scorable else None
     row["dont_know"] = is_dont_know(answer) if answer is not None else None
     return row
 
@@ -200,7 +200,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _hit_rates(rows: list[dict], rank_key: str, ks: list[int]) -> dict[int, float] | None:
+def _hit_rates(rows: list[dict], rank_key: str, ks: list[int]) -> dict[int, float | None] | None:
     if not rows:
         return None
     return {k: _mean([float(_within(r[rank_key], k)) for r in rows]) for k in ks}

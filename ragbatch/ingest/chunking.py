@@ -26,6 +26,7 @@ import json
 import re
 import zlib
 from pathlib import PurePosixPath
+from typing import Any
 
 from ragbatch.store.manifest import ChunkingParams
 from ragbatch.store.records import Chunk
@@ -61,7 +62,7 @@ class Chunker:
             raise ValueError("chunk overlap must be smaller than chunk size")
         self.tokenizer_json = tokenizer_json
         self.params = params
-        self._splitter = None
+        self._splitter: Any = None  # semantic_text_splitter.TextSplitter, made on first use
 
     def __getstate__(self):
         return {"tokenizer_json": self.tokenizer_json, "params": self.params, "_splitter": None, "_tokenizer": None}

@@ -94,10 +94,11 @@ class _EmbedActor:
         # The stored ids, sorted bytes: one shared object-store copy, not a pickled set
         # per actor (wrapped in a list so Ray hands over the reference, not the value).
         self.stored = ray.get(stored[0]) if stored else np.array([], dtype="S32")
-        self.embedder = None
-        self.dimension = None
-        self.local_spec = None
-        self.server, self.server_store = server, None
+        self.embedder: Embedder | None = None
+        self.dimension = 0
+        self.local_spec: EmbedderSpec | None = None
+        self.server = server
+        self.server_store: ServerVectors | None = None
 
     def _is_stored(self, ids):
         import numpy as np
@@ -108,16 +109,21 @@ class _EmbedActor:
         at = np.searchsorted(self.stored, keys).clip(max=len(self.stored) - 1)
         return self.stored[at] == keys
 
-    def _load(self, weights: bool) -> None:
+    def _spec(self) -> EmbedderSpec:
+        """The embedder found on this node; its dimension is known from then on."""
         if self.local_spec is None:
             self.local_spec = locate_here(EmbedderSpec(**self.spec))
             self.dimension = describe_embedder(self.local_spec).dimension
-        if weights and self.embedder is None:
+        return self.local_spec
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
             if self.threads:  # Ray sets OMP_NUM_THREADS to the actor's whole CPUs only
                 import torch
 
                 torch.set_num_threads(self.threads)
-            self.embedder = Embedder(self.local_spec, device=self.device, batch_size=self.batch_size)
+            self.embedder = Embedder(self._spec(), device=self.device, batch_size=self.batch_size)
+        return self.embedder
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -127,15 +133,16 @@ class _EmbedActor:
         seconds = np.zeros(len(new), dtype=np.float64)
         writer = ""
         try:
-            self._load(new.any())
+            self._spec()
             vectors = np.zeros((len(new), self.dimension), dtype=np.float32)
             if new.any():
-                before = self.embedder.seconds
+                embedder = self._embedder()
+                before = embedder.seconds
                 texts = [indexed_text({"text": str(t), "context": str(c)}) for t, c in zip(batch["text"][new], batch["context"][new])]
-                vectors[new] = self.embedder.embed_documents(texts)
-                seconds[new] = (self.embedder.seconds - before) / int(new.sum())
+                vectors[new] = embedder.embed_documents(texts)
+                seconds[new] = (embedder.seconds - before) / int(new.sum())
                 if self.server is not None:
-                    writer = self._write(batch, new, vectors[new])
+                    writer = self._write(self.server, batch, new, vectors[new])
         except RagbatchError as exc:
             # Passed on as a value: Ray keeps only the traceback text of an exception.
             new[:] = False
@@ -149,17 +156,17 @@ class _EmbedActor:
             out["writer"] = np.where(new, writer, "")
         return out
 
-    def _write(self, batch: dict, new, vectors) -> str:
+    def _write(self, server: ServerAddress, batch: dict, new, vectors) -> str:
         """Upsert the new chunks into the server's collection; returns this writer's name."""
         import socket
 
         if self.server_store is None:
-            self.server_store = ServerVectors(self.server)
+            self.server_store = ServerVectors(server)
         chunks = rows({key: batch[key][new] for key in ("id", "text", *CHUNK_FIELDS)})
         try:
             self.server_store.upsert(chunks, vectors)
         except Exception as exc:  # noqa: BLE001 - the server went away mid-run
-            raise unreachable(self.server.url, exc) from None
+            raise unreachable(server.url, exc) from None
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -278,6 +285,7 @@ class RayExecutor:
         gpus = cluster.get("GPU", 0) if self.device != "cpu" else 0
         if self.device == "cuda" and not gpus:
             raise ParameterError("device", "cuda", "the Ray cluster has no GPU; use device cpu or auto")
+        per_actor: dict[str, object]  # the Ray resources each embedding actor asks for
         if gpus:
             size, share = gpu_pool(gpus)
             pool, per_actor = {"size": size}, {"num_gpus": share, "num_cpus": 1}
@@ -312,10 +320,10 @@ class RayExecutor:
         )
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             new = np.asarray(batch["new"], dtype=bool)
-            read = rows({key: batch[key] for key in batch if key not in ("new", "embedding", "seconds")})
+            got = rows({key: batch[key] for key in batch if key not in ("new", "embedding", "seconds")})
             yield StreamBlock(
-                [row for row, is_new in zip(read, new) if not is_new],
-                [row for row, is_new in zip(read, new) if is_new],
+                [row for row, is_new in zip(got, new) if not is_new],
+                [row for row, is_new in zip(got, new) if is_new],
                 np.asarray(batch["embedding"], dtype=np.float32)[new] if server is None else None,
                 float(np.sum(batch["seconds"])),
             )

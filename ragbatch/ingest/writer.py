@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
+from typing import Literal
 
 from ragbatch.errors import RagbatchError
 from ragbatch.ingest.executor import Executor, ReadFile, StreamBlock
@@ -74,7 +75,7 @@ class BackgroundWriter:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         self.queue.put(None)
         self.thread.join()
         if self.error is not None and exc[0] is None:

@@ -18,7 +18,7 @@ from ragbatch.errors import Note, ParameterError, RagbatchError
 from ragbatch.models.devices import model_dtype, pick_device
 from ragbatch.models.weights import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, hub_snapshot, packaged_model, resolve_model
 
-# The design card's embedder, the default for a new store on a GPU.
+# The default embedder of a new store on a GPU: INSTRUCTOR's large model (768 dimensions).
 GPU_EMBEDDER = "hkunlp/instructor-large"
 # The instructions INSTRUCTOR's authors give for retrieval over documents.
 INSTRUCTOR_DOCUMENT = "Represent the document for retrieval:"
@@ -160,7 +160,7 @@ class EmbedderLoader:
 
     def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):
         self.spec, self.device, self.batch_size = spec, device, batch_size
-        self._embedder = None
+        self._embedder: Embedder | None = None
 
     def __call__(self) -> Embedder:
         if self._embedder is None:
@@ -191,8 +191,9 @@ class Embedder:
         except Exception as exc:  # noqa: BLE001
             raise ParameterError("embedder", self.spec.name, f"cannot load the model at {self.spec.path}: {exc}") from None
         if self.spec.is_instructor:
-            # Switched on automatically only for the exact hub names; a local path
-            # would silently keep the instruction tokens in the mean (see FACTS).
+            # sentence-transformers switches this on only for the exact hub names
+            # hkunlp/instructor-*: loaded from a folder, the instruction tokens would
+            # silently stay in the mean (vectors then differ from INSTRUCTOR's).
             self.model.set_pooling_include_prompt(False)
 
     def release(self) -> None:

@@ -127,7 +127,7 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
 
 
 async def _last_row(answers) -> dict:
-    row = None
+    row: dict = {}
     async for _, finished in answers:
         row = finished if finished is not None else row
     return row

@@ -52,7 +52,7 @@ def serve_with_ray(prepared: Prepared, notify, debug: bool = False) -> None:
         class Ragbatch:
             pass
 
-        serve.run(Ragbatch.bind(), name="ragbatch", route_prefix="/")
+        serve.run(Ragbatch.bind(), name="ragbatch", route_prefix="/")  # type: ignore[attr-defined]  # added by @serve.deployment
         notify(
             f"serving {options.store} on http://{options.host}:{options.port} with {replicas} Ray Serve replicas (ready in {time.perf_counter() - started:.0f} s)"
         )

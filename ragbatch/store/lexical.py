@@ -58,7 +58,7 @@ def _bm25s():
     import sys
 
     if "bm25s" not in sys.modules and "numba" not in sys.modules:
-        sys.modules["numba"] = None
+        sys.modules["numba"] = None  # type: ignore[assignment]  # the documented way to make an import fail
         try:
             import bm25s  # noqa: F401
             import bm25s.stopwords  # noqa: F401
@@ -124,7 +124,8 @@ def tokenize(text: str, stemmer: str | None = None, identifiers: bool = False) -
 
 
 def _identifier_words(text: str) -> tuple[list[str], list[str]]:
-    words, wholes = [], []
+    words: list[str] = []
+    wholes: list[str] = []
     for identifier in _IDENTIFIER.findall(text):
         parts = re.split(r"[._]", identifier)
         for part in parts:
@@ -259,7 +260,7 @@ class LexicalIndex:
         import numpy as np
 
         mask = None if allowed is None else np.fromiter((i in allowed for i in self._ids), dtype=bool, count=len(self._ids))
-        results = []
+        results: list[list[tuple[str, float]]] = []
         for query in queries:
             token_ids = retriever.get_tokens_ids(tokenize(query, self.stemmer, self.identifiers))
             if not token_ids:
@@ -331,7 +332,7 @@ def _bm25_matrix(tokens, k1: float, b: float) -> tuple[dict, dict[str, int]]:
     encoded = tokens.flatten().dictionary_encode()
     vocab = {token: i for i, token in enumerate(encoded.dictionary.to_pylist())}
     token_ids = encoded.indices.to_numpy().astype(np.int64)
-    doc_ids = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lengths)
+    doc_ids: np.ndarray = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lengths)
 
     # One sorted key per (token, doc) pair: CSC order, and its count is the term frequency.
     pairs, tf = np.unique(token_ids * n_docs + doc_ids, return_counts=True)
@@ -340,7 +341,7 @@ def _bm25_matrix(tokens, k1: float, b: float) -> tuple[dict, dict[str, int]]:
     idf = np.log(1 + (n_docs - doc_freq + 0.5) / (doc_freq + 0.5)).astype(np.float32)
     norm = k1 * ((1 - b) + b * doc_lengths[rows] / doc_lengths.mean())
     data = (idf[columns] * (tf / (norm + tf))).astype(np.float32)
-    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+    indptr: np.ndarray = np.zeros(len(vocab) + 1, dtype=np.int64)
     np.cumsum(doc_freq, out=indptr[1:])
     scores = {"data": data, "indices": rows.astype(np.int32), "indptr": indptr, "num_docs": n_docs}
     return scores, vocab

@@ -114,8 +114,8 @@ class LexicalBuilder:
         self._spill()
         deletes = set(deletes)
         vocab: dict[str, int] = {}
-        doc_freq = np.zeros(0, dtype=np.int64)
-        lengths = []
+        doc_freq: np.ndarray = np.zeros(0, dtype=np.int64)
+        lengths: list[np.ndarray] = []
         runs = self.tmp / "runs.bin"  # (word, chunk, tf) int32 triples, part after part, word-major
         steps = []
         n_docs = 0
@@ -131,7 +131,7 @@ class LexicalBuilder:
                     vocab.setdefault(word, len(vocab))
                 local = np.fromiter((vocab[w] for w in encoded.dictionary.to_pylist()), dtype=np.int64, count=len(encoded.dictionary))
                 words = local[encoded.indices.to_numpy().astype(np.int64)] if len(local) else np.zeros(0, np.int64)
-                docs = np.repeat(np.arange(len(ids), dtype=np.int64), length)
+                docs: np.ndarray = np.repeat(np.arange(len(ids), dtype=np.int64), length)
                 pairs, tf = np.unique(words * len(ids) + docs, return_counts=True)
                 columns, rows = np.divmod(pairs, len(ids))
                 if len(vocab) > len(doc_freq):
@@ -167,7 +167,7 @@ class LexicalBuilder:
         folder = self.tmp / "bm25s"
         folder.mkdir()
         idf = np.log(1 + (n_docs - doc_freq + 0.5) / (doc_freq + 0.5)).astype(np.float32)
-        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        indptr: np.ndarray = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(doc_freq, out=indptr[1:])
         nnz = int(indptr[-1])
         mean = lengths.astype(np.int64).mean()

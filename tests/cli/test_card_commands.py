@@ -1,4 +1,4 @@
-"""The design card's commands, verbatim, in a folder holding just their two files:
+"""The two commands the README opens with, verbatim, in a folder holding just their two files:
 `ragbatch index around.txt` and `ragbatch ask questions.jsonl`, with no options."""
 
 import json

@@ -455,7 +455,7 @@ def test_real_sphinx_page_fixture():
     assert "[source]" not in record["text"] and "Back to top" not in record["text"]
 
 
-@pytest.mark.skipif(not RAYDOCS.is_dir(), reason="shared/eval/raydocs-dev is not checked out beside the repo")
+@pytest.mark.skipif(not RAYDOCS.is_dir(), reason="the raydocs-dev evaluation set is not beside the repository")
 @pytest.mark.parametrize(
     "source",
     [

@@ -158,7 +158,7 @@ def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_pat
 
 
 def test_several_processes_write_one_server_collection_and_lose_nothing(tmp_path, chroma_server):
-    """What loses 20-26 % of vectors on a local folder (FACTS.md) is safe through the server."""
+    """What loses vectors on a local folder (two writers of one folder lost 20-26 % when measured) is safe through the server."""
     name = "ragbatch-concurrent-test"
     ServerVectors(ServerAddress(chroma_server.url, name), create=True).close()
     writer = """

@@ -41,7 +41,9 @@ def read_file(file: dict) -> list[dict]:
     shown = _shown_path(path)
     suffix = Path(path).suffix.lower()
     text = read_utf8_text(path, shown)
-    page_title, anchors, line_numbers = "", {}, []
+    page_title: str = ""
+    anchors: dict[str, list[str]] = {}
+    line_numbers: list[int] = []
     if suffix in HTML_SUFFIXES:
         sections, page_title, anchors = html_sections(text, shown)
     elif suffix in MARKDOWN_SUFFIXES:

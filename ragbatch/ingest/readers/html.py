@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ragbatch.errors import InputFileError
 from ragbatch.ingest.readers.text import short_title, tidy_line
 
@@ -46,6 +48,15 @@ _BLOCK_TAGS = _HEADINGS | {
 }
 
 
+@dataclass
+class _Scope:
+    """An open section: its record (None for the page itself) and the record text goes to
+    now (a heading with an anchor inside the section starts a record of its own)."""
+
+    section: _Record | None
+    current: _Record
+
+
 class _Record:
     """A section being collected: its anchor, its title and its text blocks."""
 
@@ -63,7 +74,8 @@ class _Record:
 
     def headings(self) -> list[str]:
         """Titles of the enclosing sections, outermost first, then this record's own."""
-        titles, record = [], self
+        titles: list[str] = []
+        record: _Record | None = self
         while record is not None:
             if record.title:
                 titles.append(record.title)
@@ -202,12 +214,12 @@ def _collect_html_records(content) -> list[_Record]:
     from bs4.element import NavigableString, Tag
 
     records = [_Record("")]  # text before the first section or heading
-    # One entry per open section (the page itself first): [section's record, current record].
-    scopes = [[None, records[0]]]
+    # One entry per open section (the page itself first).
+    scopes = [_Scope(None, records[0])]
     pending: list = [content]  # nodes to visit, and markers, in reverse document order
     while pending:
         node = pending.pop()
-        current = scopes[-1][1]
+        current = scopes[-1].current
         if node is _END_BLOCK:
             current.end_block()
         elif node is _END_SECTION:
@@ -220,23 +232,23 @@ def _collect_html_records(content) -> list[_Record]:
             continue
         elif node is not content and _is_section(node):
             current.end_block()
-            record = _Record(node.get("id") or "", parent=scopes[-1][0])
+            record = _Record(str(node.get("id") or ""), parent=scopes[-1].section)
             records.append(record)
-            scopes.append([record, record])
+            scopes.append(_Scope(record, record))
             pending.append(_END_SECTION)
             pending.extend(reversed(node.contents))
         elif node.name in _HEADINGS:
             current.end_block()
             title, anchor = _heading_text(node), _heading_anchor(node)
-            section = scopes[-1][0]
+            section = scopes[-1].section
             if current is section and not current.title:
                 # A section's first heading is its title (and its anchor, if it has no id).
                 current.title = title
                 current.anchor = current.anchor or anchor
             elif anchor:
-                current = _Record(anchor, title, parent=scopes[-1][0])
+                current = _Record(anchor, title, parent=scopes[-1].section)
                 records.append(current)
-                scopes[-1][1] = current
+                scopes[-1].current = current
             elif not current.title and not current.blocks:
                 current.title = title
             if title:
@@ -254,12 +266,12 @@ def _collect_html_records(content) -> list[_Record]:
                 current.blocks.append(code)
         else:
             if node.get("id") and node is not content:
-                current.ids.append(node["id"])
+                current.ids.append(str(node["id"]))
             if node.name in _BLOCK_TAGS:
                 current.end_block()
                 pending.append(_END_BLOCK)
             pending.extend(reversed(node.contents))
-    scopes[-1][1].end_block()
+    scopes[-1].current.end_block()
     return records
 
 

@@ -34,7 +34,7 @@ def markdown_sections(text: str, shown: str) -> tuple[list[tuple[str, str, str, 
             open_levels = [(lv, t) for lv, t in open_levels if lv < level] + [(level, title)]
             headings.append((token.map[0], token.map[1], token.attrGet("id") or "", title, [t for _, t in open_levels if t]))
 
-    sections = []
+    sections: list[tuple[str, str, str, list[str]]] = []
     preamble = _tidy_markdown("\n".join(lines[start : headings[0][0] if headings else len(lines)]))
     if preamble:
         sections.append(("", short_title(preamble.split("\n", 1)[0]), preamble, []))

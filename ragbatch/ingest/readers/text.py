@@ -60,7 +60,9 @@ def plain_text_section(text: str) -> tuple[str, str, str, list[int]]:
     else:
         cuts = [(m.start(), m.end()) for m in re.finditer("\n", text)]
     spans = zip([0] + [end for _, end in cuts], [start for start, _ in cuts] + [len(text)])
-    tidied, numbers, line, previous = [], [], 1, 0
+    tidied: list[str] = []
+    numbers: list[int] = []
+    line, previous = 1, 0
     for start, end in spans:
         line += text.count("\n", previous, start)
         previous = start
