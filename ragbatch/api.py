@@ -35,6 +35,7 @@ from ragbatch.retrieval.selection import DEFAULT_K, DEFAULT_MODE, MAX_PER_SECTIO
 from ragbatch.store.check import StoreHealth, check_store
 from ragbatch.store.locks import store_lock
 from ragbatch.store.manifest import require_manifest, require_store_path
+from ragbatch.store.publish import Published
 from ragbatch.store.publish import publish as publish_store
 from ragbatch.store.published import is_published, resolve_store
 from ragbatch.store.reader import StoreReader
@@ -71,6 +72,8 @@ def index(
     store: PathLike | None = None,
     *,
     publish_root: PathLike | None = None,
+    name: str | None = None,
+    force: bool = False,
     keep: int = 3,
     embedder: str | None = None,
     chunk_size: int | None = None,
@@ -87,6 +90,8 @@ def index(
         paths=[str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths],
         store=_store(store),
         publish_root=Path(publish_root) if publish_root else None,
+        publish_name=name,
+        force=force,
         embedder=embedder,
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
@@ -102,12 +107,14 @@ def index(
         return run_index(options, quiet)
 
 
-def publish(store: PathLike | None, root: PathLike, keep: int = 3) -> Path:
-    """Publish a verified, versioned copy of `store` under `root`; returns the version folder."""
+def publish(store: PathLike | None, root: PathLike, keep: int = 3, name: str | None = None, force: bool = False) -> Published:
+    """Publish a verified, versioned copy of `store` under `root` as `name` (default: the
+    store folder's name). Another store's name is refused unless `force`; an unchanged
+    store publishes nothing (`unchanged`)."""
     store = _store(store)
     require_manifest(store)
     with store_lock(store):  # not while an index run is writing it
-        return publish_store(store, root, keep=keep)
+        return publish_store(store, root, keep=keep, name=name, force=force)
 
 
 def check(store: PathLike | None = None) -> StoreHealth:
@@ -142,13 +149,15 @@ def search(
     max_per_page: int = 0,
     device: str = "auto",
     selection: Selection | None = None,
+    notify: Notify | None = None,
 ) -> list[Hit]:
     """The passages ranked for one question: Hits with `text`, `source`, `cited`, `score`.
-    `selection` replaces k, retrieval, where, source_prefix and the limits when given."""
+    `selection` replaces k, retrieval, where, source_prefix and the limits when given;
+    `notify` hears of a wait for an index run, or of a filter that matches nothing."""
     if not question.strip():
         raise RagbatchError("the question is blank: give words to search for")
     selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page)
-    retriever = Retriever.open(_store(store), device=device, modes=(selection.mode,))
+    retriever = Retriever.open(_store(store), device=device, modes=(selection.mode,), notify=notify)
     try:
         return retriever.search([question], selection)[0]
     finally:
@@ -260,9 +269,11 @@ def evaluate(
     device: str = "auto",
     selection: Selection | None = None,
     progress=None,
+    notify: Notify | None = None,
 ) -> EvalResult:
     """Retrieval (and, with `answers`, answer) quality against a references file.
-    `retrieval` may name several modes, "dense,bm25,hybrid", scored from one pass."""
+    `retrieval` may name several modes, "dense,bm25,hybrid", scored from one pass. Bad
+    reference lines are skipped, listed in `summary["errors"]` and given to `notify`."""
     selection = selection or selection_of(DEFAULT_K, DEFAULT_MODE, where, source_prefix, max_per_section, max_per_page)
     options = EvalOptions(
         references=references,
@@ -276,6 +287,6 @@ def evaluate(
         selection=selection,
     )
     if progress is not None:
-        return EvalResult(*run_evaluate(options, progress))
+        return EvalResult(*run_evaluate(options, progress, notify or _quiet))
     with make_progress(False) as quiet:
-        return EvalResult(*run_evaluate(options, quiet))
+        return EvalResult(*run_evaluate(options, quiet, notify or _quiet))

@@ -59,6 +59,12 @@ class ParameterError(RagbatchError):
         super().__init__(f"{shown}: {reason}", (param, *refers))
 
 
+class Interrupted(RagbatchError):
+    """The user stopped the run (Ctrl-C, SIGINT); the message says what was kept. Exit 130."""
+
+    exit_code = 130
+
+
 class InputFileError(RagbatchError):
     """One input file cannot be used; the run skips it and goes on.
 

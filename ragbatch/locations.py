@@ -10,6 +10,7 @@ The cache (converted models, tiktoken files, verified copies of published stores
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,10 +23,14 @@ def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
-def default_answers(questions: str) -> Path:
-    """`outputs/<questions file stem>-answers.parquet`; `outputs/stdin-answers.parquet` for `-`."""
-    stem = "stdin" if questions == "-" else Path(questions).stem
-    return OUTPUTS / f"{stem}-answers.parquet"
+def default_answers(questions: str, ids: list[str]) -> Path:
+    """`outputs/<questions file name>-answers.parquet`: the whole name, so q.txt and q.csv
+    keep apart. For `-` (stdin), `outputs/stdin-<digest of the question ids>-answers.parquet`:
+    the same questions piped again resume their file, other questions get another."""
+    if questions == "-":
+        digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
+        return OUTPUTS / f"stdin-{digest}-answers.parquet"
+    return OUTPUTS / f"{Path(questions).name}-answers.parquet"
 
 
 def store_hint(store: Path) -> str:

@@ -186,9 +186,22 @@ class AnswerWriter:
         _fsync(tmp)
         os.replace(tmp, final)
 
-    def finish(self, order: list[str], run: dict | None = None) -> int:
+    def earlier_run(self) -> dict | None:
+        """The settings OUT's answers were made with (RUN_METADATA), if it exists and has them."""
+        import pyarrow.parquet as pq
+
+        if self.mode == "overwrite" or not self.out.exists():
+            return None
+        try:
+            metadata = pq.read_schema(self.out).metadata or {}
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+            raise RagbatchError(f"{self.out}: cannot read earlier answers ({exc})") from None
+        return json.loads(metadata[RUN_METADATA]) if RUN_METADATA in metadata else None
+
+    def finish(self, order: list[str], run: dict | None = None) -> tuple[int, int]:
         """Merge earlier answers and parts into OUT in input order, one row per id (the
-        newest); return the row count. Then remove the parts and release the lock.
+        newest), dropping rows of ids not in `order` (questions no longer in the input);
+        return (rows, rows dropped). Then remove the parts and release the lock.
 
         `run` (the settings of the run that answered) is stored as JSON in the file's
         metadata under RUN_METADATA; without it the earlier file's is kept."""
@@ -200,8 +213,11 @@ class AnswerWriter:
         table = pa.concat_tables(tables, promote_options="permissive") if tables else self.schema.empty_table()
         table = _newest_per_id(table)
         rank = {qid: i for i, qid in enumerate(order)}
-        keys = pa.array([rank.get(qid, len(rank)) for qid in table.column("id").to_pylist()], pa.int64())
-        table = table.take(pc.sort_indices(keys))
+        positions = [rank.get(qid) for qid in table.column("id").to_pylist()]
+        kept = [i for i, position in enumerate(positions) if position is not None]
+        dropped = table.num_rows - len(kept)
+        table = table.take(pa.array(kept, pa.int64()))
+        table = table.take(pc.sort_indices(pa.array([positions[i] for i in kept], pa.int64())))
         if run is not None:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), RUN_METADATA: json.dumps(run)})
         tmp = self.out.with_name(f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -211,7 +227,7 @@ class AnswerWriter:
         # A crash here leaves parts whose rows OUT already holds: the next merge keeps one of each.
         shutil.rmtree(self.parts, ignore_errors=True)
         self.close()
-        return table.num_rows
+        return table.num_rows, dropped
 
     def close(self) -> None:
         try:

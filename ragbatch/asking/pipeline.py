@@ -7,26 +7,51 @@ invocation fails in a second, not after minutes of embedding.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values
 from ragbatch.asking.questions import QuestionSource, read_questions
-from ragbatch.errors import Note, ParameterError
+from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import PromptTooLong
 from ragbatch.generation.rows import Prompted, base_row, finish_row, start_row
 from ragbatch.generation.settings import GenerationInputs, GenerationOptions, GenerationSetup
+from ragbatch.generation.vllm_engine import requested_engine
 from ragbatch.locations import default_answers
+from ragbatch.models.weights import DEFAULT_LLM
+from ragbatch.progress import working
 from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import Selection
-from ragbatch.store.manifest import require_store_path
+from ragbatch.store.manifest import require_manifest
 
 # Finished rows go to a Parquet part at least every PART_ROWS rows or FLUSH_SECONDS.
 PART_ROWS = 64
 FLUSH_SECONDS = 10.0
+# The run settings (answer_settings) that shape answers: a resumed file made with other
+# values of these is refused, not mixed. `store` and `device` are recorded, not compared.
+SHAPING = (
+    "llm",
+    "embedder",
+    "retrieval",
+    "k",
+    "where",
+    "source_prefix",
+    "max_per_section",
+    "max_per_page",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "system_prompt",
+    "max_model_len",
+    "engine",
+    "count_tokens",
+)
+# How a refusal names each setting: the parameter it comes from (None: no parameter sets it).
+SETTING_PARAMETER = {"embedder": None, "engine": "vllm_arg"}
 
 
 @dataclass
@@ -60,6 +85,7 @@ class AskReport:
     embedder: str = ""
     retrieval: str = ""
     rows: int = 0
+    dropped: int = 0  # rows of questions no longer in the input, dropped from the file
     errors: list[str] = field(default_factory=list)  # input lines skipped, "file:line: why"
 
     @property
@@ -82,18 +108,19 @@ class AskReport:
             "llm": self.llm,
             "embedder": self.embedder,
             "retrieval": self.retrieval,
+            "dropped": self.dropped,
             "errors": self.errors,
         }
 
 
-def answers_file(options: AskOptions) -> tuple[Path, str]:
+def answers_file(options: AskOptions, questions: list[dict]) -> tuple[Path, str]:
     """OUT and the AnswerWriter mode. The default OUT resumes, so rerunning the same
     command (from cron, say) answers only new questions; an explicit OUT is refused
     when it exists, unless resumed; overwriting starts over either way."""
     if options.out is None:
         if not isinstance(options.questions, str):
             raise ParameterError("out", None, "name the answers file when the questions are not a file")
-        out = default_answers(options.questions)
+        out = default_answers(options.questions, [q["id"] for q in questions])
         out.parent.mkdir(parents=True, exist_ok=True)
         return out, "overwrite" if options.overwrite else "resume"
     return Path(options.out), "overwrite" if options.overwrite else "resume" if options.resume else "new"
@@ -112,34 +139,96 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
 
     questions = read_questions(options.questions, on_problem=skip_line)
     inputs = settings.read_inputs(options.generation)
-    require_store_path(options.store)
+    embedder = require_manifest(options.store).embedder.name
     schema = answer_schema(questions, options.generation.count_tokens)
-    out, mode = answers_file(options)
+    out, mode = answers_file(options, questions)
     selection = options.selection
     report = AskReport(out=str(out), store=str(options.store), retrieval=selection.mode, questions=len(questions), errors=bad_lines)
+    report.llm, report.embedder = options.generation.llm or DEFAULT_LLM, embedder
+    run = answer_settings(options, inputs, embedder)
     writer = AnswerWriter(out, schema, mode)
     try:
+        refuse_other_settings(writer, run)
         done = writer.done_ids() if writer.mode == "resume" else set()
         todo = [q for q in questions if q["id"] not in done]
         report.skipped = len(questions) - len(todo)
         if report.skipped:
             rest = f"answering the other {len(todo)}" if todo else "nothing to do ({overwrite} starts over)"
             notify(Note(f"{writer.out}: {report.skipped} of {len(questions)} questions already answered; {rest}", refers=("overwrite",)))
-        run = _answer(options, inputs, todo, writer, report, progress) if todo else None
-        report.rows = writer.finish(order=[q["id"] for q in questions], run=run)
+        if todo:
+            try:
+                run["device"] = _answer(options, inputs, todo, writer, report, progress, notify)
+            except KeyboardInterrupt:
+                kept, written = report.skipped + report.answered + report.failed, report.answered + report.failed
+                raise Interrupted(
+                    f"interrupted: {kept} of {len(questions)} answers are kept ({written} from this run, in {writer.parts}); "
+                    "run the same command again to answer the rest"
+                ) from None
+        report.rows, report.dropped = writer.finish(order=[q["id"] for q in questions], run=run if todo else None)
+        if report.dropped:
+            notify(f"{writer.out}: dropped {report.dropped} answers to questions no longer in {options.questions if isinstance(options.questions, str) else 'the input'}")
     finally:
         writer.close()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], writer: AnswerWriter, report: AskReport, progress) -> dict:
-    """Retrieve for every question, then generate; returns the run's settings (the answer
-    file's metadata)."""
-    setup = settings.prepare(options.generation, inputs)
-    report.llm = setup.llm_name
+def answer_settings(options: AskOptions, inputs: GenerationInputs, embedder: str) -> dict:
+    """The settings this run answers with, as the answer file records them (RUN_METADATA)."""
+    selection, generation = options.selection, options.generation
+    return {
+        "llm": generation.llm or DEFAULT_LLM,
+        "embedder": embedder,
+        "store": str(Path(options.store).absolute()),
+        "retrieval": selection.mode,
+        "k": selection.k,
+        "where": [f"{key}={value}" for key, value in selection.chunk_filter.where],
+        "source_prefix": selection.chunk_filter.source_prefix,
+        "max_per_section": selection.max_per_section,
+        "max_per_page": selection.max_per_page,
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "seed": generation.seed,
+        "system_prompt": inputs.system_prompt,
+        "max_model_len": generation.max_model_len,
+        "engine": requested_engine(generation.gpu_memory_utilization, generation.tensor_parallel_size, generation.vllm_args),
+        "count_tokens": generation.count_tokens,
+    }
+
+
+def refuse_other_settings(writer: AnswerWriter, run: dict) -> None:
+    """A resumed file keeps one set of settings: answers made another way are not mixed
+    into it. Only settings the file records are compared (older files record fewer)."""
+    earlier = writer.earlier_run()
+    if earlier is None:
+        return
+    changed = [key for key in SHAPING if key in earlier and json.loads(json.dumps(run[key])) != earlier[key]]
+    if not changed:
+        return
+    parts, refers = [], ["overwrite", "out"]
+    for key in changed:
+        param = SETTING_PARAMETER.get(key, key)
+        if param:
+            refers.append(param)
+        parts.append(f"{'{' + param + '}' if param else key} {_shown(earlier[key])}, now {_shown(run[key])}")
+    raise RagbatchError(
+        f"{writer.out}: its answers were made with other settings ({'; '.join(parts)}); use {{overwrite}} to start over, or another {{out}}",
+        refers=tuple(refers),
+    )
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], writer: AnswerWriter, report: AskReport, progress, notify) -> str:
+    """Retrieve for every question, then generate; returns the device it ran on."""
+    with working(progress, f"Preparing {report.llm}"):
+        setup = settings.prepare(options.generation, inputs)
     selection = options.selection
-    retriever = Retriever.open(options.store, device=setup.device, modes=(selection.mode,))
+    with working(progress, f"Loading {report.embedder}"):
+        retriever = Retriever.open(options.store, device=setup.device, modes=(selection.mode,), notify=notify)
     try:
         report.embedder = retriever.spec.name
         task = progress.add_task("Retrieving", total=len(todo))
@@ -148,31 +237,20 @@ def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], wri
     finally:
         retriever.close()  # frees the embedder (and its GPU memory) before vLLM sizes itself
     _generate_rows(options, setup, todo, hits, writer, report, progress)
-    return {
-        "llm": setup.llm_name,
-        "embedder": report.embedder,
-        "store": str(options.store),
-        "retrieval": selection.mode,
-        "k": selection.k,
-        "max_tokens": options.max_tokens,
-        "temperature": options.temperature,
-        "seed": options.generation.seed,
-        "max_model_len": options.generation.max_model_len,
-        "device": setup.device,
-        "engine": setup.engine,
-    }
+    return setup.device
 
 
 def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict], hits: list, writer: AnswerWriter, report: AskReport, progress) -> None:
     count_tokens = options.generation.count_tokens
-    generator = Generator(
-        setup.llm_path,
-        max_model_len=options.generation.max_model_len,
-        device=setup.device,
-        seed=options.generation.seed,
-        name=setup.llm_name,
-        engine=setup.engine,
-    )
+    with working(progress, f"Starting vLLM with {setup.llm_name}"):
+        generator = Generator(
+            setup.llm_path,
+            max_model_len=options.generation.max_model_len,
+            device=setup.device,
+            seed=options.generation.seed,
+            name=setup.llm_name,
+            engine=setup.engine,
+        )
     try:
         ready: list[Prompted] = []
         pending: list[dict] = []
@@ -200,6 +278,10 @@ def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict]
                 writer.write(pending)
                 pending, flushed = [], time.perf_counter()
         report.generation_seconds = time.perf_counter() - gen_started
+    except KeyboardInterrupt:
+        writer.write(pending)  # what finished before the interrupt is kept for the rerun
+        raise
+    else:
         writer.write(pending)
     finally:
         generator.close()

@@ -70,9 +70,13 @@ def _source(path: str) -> tuple[str, str, bytes]:
     if file.is_dir():
         raise RagbatchError(f"{path}: is a directory, not a questions file")
     try:
-        return path, SUFFIX_KINDS.get(file.suffix.lower(), "txt"), file.read_bytes()
+        data = file.read_bytes()
     except OSError as exc:
         raise RagbatchError(f"{path}: cannot read ({exc.strerror})") from None
+    kind = SUFFIX_KINDS.get(file.suffix.lower(), "txt")
+    if kind != "parquet" and b"\x00" in data:  # one line for the file, not one per line
+        raise RagbatchError(f"{path}: a binary file (it holds NUL bytes), not questions: JSONL, CSV, Parquet or text, one question a line")
+    return path, kind, data
 
 
 def _decode_whole(data: bytes, name: str) -> str:

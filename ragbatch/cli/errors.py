@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ragbatch.errors import Note, RagbatchError
+from ragbatch.errors import Interrupted, Note, RagbatchError
 
 EXIT_PARTIAL = 3
 
@@ -37,6 +37,9 @@ def handle_errors(command):
             return command(*args, **kwargs)
         except click.ClickException:
             raise  # usage errors: click prints them and exits 2
+        except Interrupted as exc:
+            click.echo(exc.named(flag), err=True)
+            sys.exit(exc.exit_code)
         except RagbatchError as exc:
             if debug:
                 raise

@@ -36,6 +36,8 @@ def main(debug: bool) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @store_option("Local store directory (created if absent).")
 @click.option("--publish", "publish_root", type=click.Path(file_okay=False, path_type=Path), help="Also publish a verified copy under this root.")
+@click.option("--name", help="Name to publish under [default: the store folder's name].")
+@click.option("--force", is_flag=True, help="Publish over a name another store published.")
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
 @click.option(
     "--embedder",
@@ -72,15 +74,19 @@ def index(paths, as_json, **options):
 @handle_errors
 @store_option("Local store to publish.")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="Name to publish under: ROOT/NAME [default: the store folder's name].")
+@click.option("--force", is_flag=True, help="Replace a name another store published.")
 @click.option("--keep", default=3, show_default=True, help="Published versions to keep.")
 @json_option
-def publish(store, root, keep, as_json):
+def publish(store, root, name, force, keep, as_json):
     """Publish a verified, versioned copy of a store under ROOT, switched in atomically."""
-    version = api.publish(store, root, keep=keep)
+    published = api.publish(store, root, keep=keep, name=name, force=force)
     if as_json:
-        click.echo(json.dumps({"store": str(store), "published": str(version), "link": str(Path(root) / Path(store).name)}))
+        click.echo(json.dumps({"store": str(store), "published": str(published.version), "link": str(published.link), "unchanged": published.unchanged}))
+    elif published.unchanged:
+        click.echo(f"{published.link}: unchanged, it holds {store} already ({published.version.name}); nothing published")
     else:
-        click.echo(f"published {store} as {version}")
+        click.echo(f"published {store} as {published.version}")
 
 
 @main.command()
@@ -140,7 +146,9 @@ def ask(questions, as_json, resume, overwrite, **options):
 @json_option
 def search(question, store, selection, device, as_json):
     """Show the passages ranked for one QUESTION."""
-    results = ranked_sources(api.search(question, store=store, selection=selection, device=device))
+    if not question.strip():
+        raise click.BadParameter("must not be blank", param_hint="QUESTION")
+    results = ranked_sources(api.search(question, store=store, selection=selection, device=device, notify=say))
     if as_json:
         click.echo(json.dumps({"question": question, "store": str(store), "retrieval": selection.mode, "results": results}))
     else:
@@ -184,11 +192,13 @@ def serve(store, host, port, replicas, generation):
 def eval_command(references, ks, as_json, **options):
     """Measure retrieval (and answer) quality against REFERENCES (JSONL with question and source)."""
     with make_progress(not as_json) as progress:
-        result = api.evaluate(references, ks=ks, progress=progress, **options)
+        result = api.evaluate(references, ks=ks, progress=progress, notify=say, **options)
     if as_json:
         click.echo(json.dumps(result.summary))
     else:
         render.eval_summary(result.summary, ks)
+    if result.summary["errors"]:
+        sys.exit(EXIT_PARTIAL)
 
 
 if __name__ == "__main__":

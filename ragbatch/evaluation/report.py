@@ -8,6 +8,8 @@ import html
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ragbatch.retrieval.sources import page_of
+
 WORST = 20
 SHOWN_SOURCES = 10
 COLOURS = {"dense": "#1f77b4", "bm25": "#ff7f0e", "hybrid": "#2ca02c"}
@@ -157,17 +159,14 @@ def _get(rates, k):
 def _misses(rows_by_mode: dict, modes: list[str], depth: int) -> str:
     lead = modes[0]
     rows = [r for r in rows_by_mode[lead] if not r["missing_source"]]
-    # With gold answers, a miss is a question whose answer was not retrieved; else its page.
-    key = "answer_rank" if any(r.get("answers") for r in rows) else "rank"
-    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][key] or depth + 1), -(rows[i]["rank"] or depth + 1), i))
-    worst = [i for i in worst if (rows[i][key] or depth + 1) > 1][:WORST]
+    # A miss: the right page ranked low, or not at all, in the first (the default) mode.
+    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i]["rank"] or depth + 1), i))
+    worst = [i for i in worst if (rows[i]["rank"] or depth + 1) > 1][:WORST]
     others = {m: {r["id"]: r for r in rows_by_mode[m]} for m in modes[1:]}
     out = [
-        f"<h2>The {len(worst)} worst misses ({_e(lead)})</h2>",
-        f'<p class="meta">Questions whose page ranked lowest (or not within the top {depth}); the sources retrieved instead, best first. '
-        "Green: the right page; bold: the right section."
-        + (" Ordered by the rank of the first chunk holding a gold answer." if key == "answer_rank" else "")
-        + "</p>",
+        f"<h2>The {len(worst)} questions whose right page ranked lowest with {_e(lead)}</h2>",
+        f'<p class="meta">Worst first: the right page not within the top {depth}, then ranked lowest; the passages retrieved instead, '
+        "best first, as cited. Green: the right page; bold: the right section.</p>",
     ]
     for i in worst:
         r = rows[i]
@@ -175,7 +174,7 @@ def _misses(rows_by_mode: dict, modes: list[str], depth: int) -> str:
         ranks += [f"{_e(m)}: {_rank_text(others[m][r['id']]['rank'], depth)}" for m in modes[1:] if r["id"] in others[m]]
         items = []
         for source in r["ranked_sources"][:SHOWN_SOURCES]:
-            cls = "section" if source == r["source"] else "page" if source.split("#", 1)[0] == r["source"].split("#", 1)[0] else ""
+            cls = "section" if source == r["source"] else "page" if page_of(source) == page_of(r["source"]) else ""
             items.append(f'<li class="{cls}">{_e(source)}</li>')
         out.append(
             f'<div class="miss"><div class="q">{_e(r["question"])}</div><div class="gold">expected: {_e(r["source"])}</div>'

@@ -162,13 +162,19 @@ def parse_vllm_args(pairs: list[str] | tuple[str, ...]) -> dict:
     return settings
 
 
-def engine_settings(gpu_memory_utilization: float | None, tensor_parallel_size: int | None, vllm_args: dict) -> dict:
-    """Every engine argument the user gave, checked; the dedicated options win."""
+def requested_engine(gpu_memory_utilization: float | None, tensor_parallel_size: int | None, vllm_args: dict) -> dict:
+    """Every engine argument the user gave, as given; the dedicated options win."""
     settings = dict(vllm_args)
     if gpu_memory_utilization is not None:
         settings["gpu_memory_utilization"] = gpu_memory_utilization
     if tensor_parallel_size is not None:
         settings["tensor_parallel_size"] = tensor_parallel_size
+    return settings
+
+
+def engine_settings(gpu_memory_utilization: float | None, tensor_parallel_size: int | None, vllm_args: dict) -> dict:
+    """requested_engine(), checked against vLLM's EngineArgs (which imports vLLM: seconds)."""
+    settings = requested_engine(gpu_memory_utilization, tensor_parallel_size, vllm_args)
     if settings:
         check_engine_args(settings)
     return settings

@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ragbatch.store.manifest import ChunkingParams
-from ragbatch.store.records import Chunk
+from ragbatch.store.records import Chunk, text_key
 
 # The context line's parts are joined with this (see chunk_context; manifest.CONTEXT_VERSION).
 CONTEXT_SEPARATOR = " › "
@@ -131,6 +131,7 @@ class Chunker:
                         text=text,
                         context=context,
                         anchors=" ".join(section.get("anchors") or []),
+                        key=text_key({"text": text, "context": context}),
                     )
                 )
         return chunks

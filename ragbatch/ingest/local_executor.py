@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterator
 
 from ragbatch.ingest.executor import ReadFile, StreamBlock
 from ragbatch.models.embedder import EmbedderLoader
+from ragbatch.progress import working
 from ragbatch.store.records import indexed_text
 from ragbatch.store.server import ServerAddress
 
@@ -26,23 +27,31 @@ class LocalExecutor:
         self.progress = progress
 
     def stream(
-        self, files: list[dict], read: ReadFile, stored: Collection[str], embedder: EmbedderLoader, server: ServerAddress | None = None
+        self,
+        files: list[dict],
+        read: ReadFile,
+        stored: Collection[str],
+        known: Collection[str],
+        embedder: EmbedderLoader,
+        server: ServerAddress | None = None,
     ) -> Iterator[StreamBlock]:
-        """Read files in order; embed chunks not in `stored`, a few blocks at a time.
+        """Read files in order; embed chunks not in `stored` whose text is not `known` (nor
+        queued before), a few blocks at a time.
 
         `server` is not used: every vector goes back to this process's one writer.
         """
         pending: list[dict] = []
-        queued: set[str] = set()
+        queued: set[str] = set()  # text keys to embed
         for file in files:
-            seen = []
+            seen, found = [], 0
             for row in read(file):
-                if row["error"] or row["id"] in stored or row["id"] in queued:
+                if row["error"] or row["id"] in stored or row["key"] in known or row["key"] in queued:
                     seen.append(row)
                 else:
-                    queued.add(row["id"])
+                    queued.add(row["key"])
                     pending.append(row)
-            yield StreamBlock(seen, [], None, 0.0)
+                    found += 1
+            yield StreamBlock(seen, [], None, 0.0, read=(file["path"],), queued=found)
             if len(pending) >= BUFFER_BLOCKS * ENCODE_BLOCK:
                 yield from self._embed(pending, embedder)
                 pending = []
@@ -53,7 +62,8 @@ class LocalExecutor:
         length (less padding), as a single encode call over everything would."""
         if not items:
             return
-        embedder = loader()
+        with working(self.progress, f"Loading {loader.spec.name}"):
+            embedder = loader()
         ordered = sorted(items, key=lambda item: len(indexed_text(item)), reverse=True)
         for start in range(0, len(ordered), ENCODE_BLOCK):
             block = ordered[start : start + ENCODE_BLOCK]

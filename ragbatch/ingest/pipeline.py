@@ -23,7 +23,7 @@ from ragbatch.ingest.writer import write_store
 from ragbatch.models.embedder import EmbedderInfo, EmbedderLoader, EmbedderSpec, describe_embedder, new_store_embedder, resolve_embedder
 from ragbatch.store.locks import store_lock
 from ragbatch.store.manifest import ChunkingParams, Manifest, read_manifest, write_manifest
-from ragbatch.store.publish import publish
+from ragbatch.store.publish import origin_of, publish
 from ragbatch.store.server import collection_name, connect, settle_url
 
 COLLECTION = "chunks"
@@ -37,6 +37,8 @@ class IndexOptions:
     paths: list[str]
     store: Path
     publish_root: Path | None = None
+    publish_name: str | None = None  # the name to publish under [default: the store folder's]
+    force: bool = False  # publish over a name another store published
     embedder: str | None = None
     chunk_size: int | None = None
     chunk_overlap: int | None = None
@@ -55,8 +57,9 @@ class IndexReport:
     unchanged: int = 0
     deleted: int = 0
     skipped_files: int = 0
-    errors: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "file: why" of each file that could not be read
+    skipped: list[str] = field(default_factory=list)  # "file: skipped (why)" of each file of a type not read
+    skipped_detail: list[dict] = field(default_factory=list)  # {"file", "reason"} of both
     writers: set[str] = field(default_factory=set)  # processes that wrote vectors: "driver", or Ray actors' host:pid
     notices: list[str] = field(default_factory=list)  # choices the user should know of
     ms_per_vector: float | None = None
@@ -74,6 +77,7 @@ class IndexReport:
             "unchanged": self.unchanged,
             "deleted": self.deleted,
             "skipped_files": self.skipped_files,
+            "skipped": self.skipped_detail,
             "vector_writers": sorted(self.writers),
             "errors": self.errors,
             "ms_per_vector": None if self.ms_per_vector is None else round(self.ms_per_vector, 3),
@@ -126,7 +130,8 @@ def index(options: IndexOptions, progress) -> IndexReport:
     report = IndexReport(store=str(options.store))
     discovery = readers.discover(options.paths)
     report.errors += [str(e) for e in discovery.errors]
-    report.skipped += discovery.skipped
+    report.skipped += [str(e) for e in discovery.skipped]
+    report.skipped_detail += [{"file": e.where, "reason": e.reason} for e in discovery.errors + discovery.skipped]
     files = discovery.files
     if not files:
         raise RagbatchError("nothing to index: " + ("; ".join(report.errors) or "no supported files (.txt, .html, .htm, .md) found"))
@@ -153,6 +158,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     try:
         if manifest is None:
             manifest = Manifest.new(spec, info.dimension, params, collection_name(store) if url else COLLECTION, server=url)
+            manifest.origin = origin_of(store)
             write_manifest(store, manifest)
         chunker = Chunker(info.tokenizer_json, params)
         write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress)
@@ -161,7 +167,10 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
     report.skipped_files = len(report.errors) + len(report.skipped)
 
     if options.publish_root:
-        report.published = str(publish(store, options.publish_root, keep=options.keep))
+        published = publish(store, options.publish_root, keep=options.keep, name=options.publish_name, force=options.force)
+        report.published = str(published.version)
+        if published.unchanged:
+            report.notices.append(f"{published.link}: already holds this content ({published.version.name}); nothing published")
     report.seconds = time.perf_counter() - started
     return report
 

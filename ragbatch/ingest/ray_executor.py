@@ -14,6 +14,7 @@ through the job's runtime_env); otherwise a local Ray is started.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from collections.abc import Collection, Iterator
 from ragbatch.errors import ParameterError, RagbatchError
 from ragbatch.ingest.executor import ReadFile, StreamBlock
 from ragbatch.models.embedder import Embedder, EmbedderLoader, EmbedderSpec, describe_embedder, locate_here
+from ragbatch.progress import working
 from ragbatch.store.records import CHUNK_FIELDS, indexed_text
 from ragbatch.store.server import ServerAddress, ServerVectors, unreachable
 
@@ -76,38 +78,43 @@ class _EmbedActor:
 
     The weights are found on the actor's own node (`locate_here`): the driver's folder
     may not exist there. Each batch holds every row read (chunks and per-file error
-    rows). Only chunks whose id is not already stored are embedded; the others pass
-    through with their text dropped, so the driver learns their ids without their texts
-    crossing the cluster. Adds `new` (was embedded), `embedding` (zeros where not new)
-    and `seconds`.
+    rows). Only chunks whose id is not already stored and whose text key is not known
+    are embedded, the first of each key in a batch (another actor may embed the same text
+    at the same time: the driver keeps one vector); the others pass through with their
+    text dropped, so the driver learns their ids without their texts crossing the
+    cluster. Adds `new` (was embedded), `embedding` (zeros where not new) and `seconds`.
 
     Given a `server` (a ServerAddress: plain values any process can open), the
     actor upserts its new chunks into that collection itself and returns no `embedding`,
     but a `writer` column naming itself (host:pid) on the rows it wrote.
     """
 
-    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, server: ServerAddress | None = None):
-        import numpy as np
+    def __init__(
+        self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, known: list, server: ServerAddress | None = None
+    ):
         import ray
 
         self.spec, self.device, self.batch_size, self.threads = spec, device, batch_size, threads
-        # The stored ids, sorted bytes: one shared object-store copy, not a pickled set
-        # per actor (wrapped in a list so Ray hands over the reference, not the value).
-        self.stored = ray.get(stored[0]) if stored else np.array([], dtype="S32")
+        # The stored ids and the known text keys, sorted bytes: one shared object-store copy
+        # each, not a pickled set per actor (wrapped in a list so Ray hands over the
+        # reference, not the value).
+        self.stored = ray.get(stored[0]) if stored else None
+        self.known = ray.get(known[0]) if known else None
         self.embedder: Embedder | None = None
         self.dimension = 0
         self.local_spec: EmbedderSpec | None = None
         self.server = server
         self.server_store: ServerVectors | None = None
 
-    def _is_stored(self, ids):
+    def _is_new(self, batch: dict):
+        """Rows to embed: chunks not stored, of a text not known, the first of each text."""
         import numpy as np
 
-        if not len(self.stored):
-            return np.zeros(len(ids), dtype=bool)
-        keys = np.asarray(ids).astype(self.stored.dtype)
-        at = np.searchsorted(self.stored, keys).clip(max=len(self.stored) - 1)
-        return self.stored[at] == keys
+        new = (batch["error"] == "") & ~_among(batch["id"], self.stored) & ~_among(batch["key"], self.known)
+        _, first = np.unique(np.asarray(batch["key"]), return_index=True)
+        firsts = np.zeros(len(new), dtype=bool)
+        firsts[first] = True
+        return new & firsts
 
     def _spec(self) -> EmbedderSpec:
         """The embedder found on this node; its dimension is known from then on."""
@@ -128,7 +135,7 @@ class _EmbedActor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        new = (batch["error"] == "") & ~self._is_stored(batch["id"])
+        new = self._is_new(batch)
         vectors = None
         seconds = np.zeros(len(new), dtype=np.float64)
         writer = ""
@@ -168,6 +175,24 @@ class _EmbedActor:
         except Exception as exc:  # noqa: BLE001 - the server went away mid-run
             raise unreachable(server.url, exc) from None
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _among(values, sorted_values):
+    """For each of `values`, whether it is in `sorted_values` (sorted bytes, or None)."""
+    import numpy as np
+
+    if sorted_values is None or not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    keys = np.asarray(values).astype(sorted_values.dtype)
+    at = np.searchsorted(sorted_values, keys).clip(max=len(sorted_values) - 1)
+    return sorted_values[at] == keys
+
+
+def sorted_bytes(values) -> object:
+    """`values` (strings) as a sorted numpy array of bytes, for _among; None for none."""
+    import numpy as np
+
+    return np.sort(np.array([v.encode() for v in values], dtype=bytes)) if values else None
 
 
 def rows(columns: dict) -> list[dict]:
@@ -264,10 +289,16 @@ class RayExecutor:
         init_ray()
 
     def stream(
-        self, files: list[dict], read: ReadFile, stored: Collection[str], embedder: EmbedderLoader, server: ServerAddress | None = None
+        self,
+        files: list[dict],
+        read: ReadFile,
+        stored: Collection[str],
+        known: Collection[str],
+        embedder: EmbedderLoader,
+        server: ServerAddress | None = None,
     ) -> Iterator[StreamBlock]:
         """One streaming Ray Data pipeline: files -> read (read and chunk, Ray tasks on this
-        node) -> embed what is not in `stored` (actor pool) -> here, batch by batch.
+        node) -> embed what is not in `stored` nor `known` (actor pool) -> here, batch by batch.
 
         Stored chunks come back without their text; with a `server`, the actors write the
         new vectors themselves and yield none. The driver never holds more than a few
@@ -298,7 +329,7 @@ class RayExecutor:
             pool["size"] = limit_pool(pool["size"], self.resources, cluster)
             per_actor["resources"] = self.resources
         pipeline_memory(pool["size"])
-        stored_ids = np.sort(np.array([i.encode() for i in stored], dtype=bytes)) if stored else None
+        stored_ids, known_keys = sorted_bytes(stored), sorted_bytes(known)
         dataset = (
             ray.data.from_items(files)
             .flat_map(read, **read_on_driver_node())
@@ -310,6 +341,7 @@ class RayExecutor:
                     "batch_size": self.batch_size,
                     "threads": threads,
                     "stored": [ray.put(stored_ids)] if stored_ids is not None else [],
+                    "known": [ray.put(known_keys)] if known_keys is not None else [],
                     "server": server,
                 },
                 batch_size=max(self.batch_size, 256),
@@ -318,14 +350,21 @@ class RayExecutor:
                 **per_actor,
             )
         )
-        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+        arrived: set[str] = set()  # paths with rows back
+        batches = dataset.iter_batches(batch_format="numpy", batch_size=None)
+        with working(self.progress, f"Starting Ray Data, loading {embedder.spec.name}"):
+            first = next(batches, None)  # the pipeline starts, and the actors load the model
+        for batch in itertools.chain([first] if first is not None else [], batches):
             new = np.asarray(batch["new"], dtype=bool)
             got = rows({key: batch[key] for key in batch if key not in ("new", "embedding", "seconds")})
+            paths = {row["path"] for row in got} - arrived
+            arrived |= paths
             yield StreamBlock(
                 [row for row, is_new in zip(got, new) if not is_new],
                 [row for row, is_new in zip(got, new) if is_new],
                 np.asarray(batch["embedding"], dtype=np.float32)[new] if server is None else None,
                 float(np.sum(batch["seconds"])),
+                read=tuple(sorted(paths)),  # a file's rows may span batches: counted when its first arrives
             )
 
     def close(self) -> None:

@@ -11,12 +11,13 @@ from ragbatch.store.records import Chunk
 
 # A row that is not a chunk: a file that could not be read. Every row has the same keys
 # (a chunk's, plus `error` and `fatal`), so Ray Data can hold error rows beside chunk rows.
-EMPTY_CHUNK = Chunk(id="", source="", path="", root="", title="", section=0, position=0, start=0, lines="", text="", context="", anchors="")
+EMPTY_CHUNK = Chunk(id="", source="", path="", root="", title="", section=0, position=0, start=0, lines="", text="", context="", anchors="", key="")
 
 
 def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
-    """One file's chunks with `error` and `fatal` empty, or one error row naming why it
-    could not be read (`fatal`: why the whole run must stop, see input_not_visible)."""
+    """One file's chunks with `error`, `reason` and `fatal` empty, or one error row naming
+    why it could not be read (`error`: the file and why; `reason`: why; `fatal`: why the
+    whole run must stop, see input_not_visible)."""
     try:
         chunks = chunker.chunk_file(readers.read_file(file))
         if not chunks:
@@ -24,8 +25,8 @@ def read_and_chunk(file: dict, chunker: Chunker) -> list[dict]:
     except InputFileError as exc:
         # A row, not an exception: Ray keeps only the traceback text of an exception
         # raised in a task, and the driver is to show one line.
-        return [{**EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc), "fatal": input_not_visible(file)}]
-    return [{**chunk, "error": "", "fatal": ""} for chunk in chunks]
+        return [{**EMPTY_CHUNK, "path": file["path"], "root": file["root"], "error": str(exc), "reason": exc.reason, "fatal": input_not_visible(file)}]
+    return [{**chunk, "error": "", "reason": "", "fatal": ""} for chunk in chunks]
 
 
 def input_not_visible(file: dict) -> str:

@@ -55,7 +55,17 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def allowed_ids(vectors, chunk_filter: ChunkFilter) -> set[str]:
-    """Ids of the stored chunks the filter admits (one paged read of the stored fields)."""
+def allowed_ids(vectors, chunk_filter: ChunkFilter, copies: dict[str, list[dict]]) -> tuple[set[str], dict[str, dict]]:
+    """(Ids of the stored vectors the filter admits, the copy to cite for each vector admitted
+    only through one of its copies): one paged read of the stored fields. `copies` maps a
+    vector's id to the other chunks that share it (store/copies.py)."""
     chunk_filter.check_keys(set(CHUNK_FIELDS))
-    return {chunk_id for chunk_id, fields in vectors.scan() if chunk_filter.matches(fields or {})}
+    allowed = {chunk_id for chunk_id, fields in vectors.scan() if chunk_filter.matches(fields or {})}
+    cite_as = {}
+    for rep, others in copies.items():
+        if rep not in allowed:
+            matching = next((copy for copy in others if chunk_filter.matches(copy)), None)
+            if matching is not None:
+                allowed.add(rep)
+                cite_as[rep] = matching
+    return allowed, cite_as

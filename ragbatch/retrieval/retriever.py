@@ -8,9 +8,10 @@ silently meaningless.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from ragbatch.errors import ParameterError
+from ragbatch.errors import Note, ParameterError
 from ragbatch.models.embedder import Embedder, EmbedderSpec
 from ragbatch.retrieval.filters import allowed_ids
 from ragbatch.retrieval.fusion import diversify, reciprocal_rank_fusion
@@ -39,10 +40,10 @@ class Retriever:
     mode needs it (dense, hybrid), the BM25 index only if one needs that (bm25, hybrid).
     """
 
-    def __init__(self, store: StoreReader, device: str = "auto", modes: tuple[str, ...] = MODES):
+    def __init__(self, store: StoreReader, device: str = "auto", modes: tuple[str, ...] = MODES, notify: Notify | None = None):
         for mode in modes:
             Selection(mode=mode)  # an unknown mode: one ParameterError line
-        self.store, self.modes = store, tuple(modes)
+        self.store, self.modes, self.notify = store, tuple(modes), notify
         try:
             self.spec: EmbedderSpec = store.embedder_spec()
             self.embedder: Embedder | None = Embedder(self.spec, device=device) if set(self.modes) != {"bm25"} else None
@@ -54,8 +55,9 @@ class Retriever:
 
     @classmethod
     def open(cls, store: str | Path, device: str = "auto", modes: tuple[str, ...] = MODES, notify: Notify | None = None) -> Retriever:
-        """A retriever over the store at `store` (a folder, or a published link)."""
-        return cls(open_store(store, notify=notify), device=device, modes=modes)
+        """A retriever over the store at `store` (a folder, or a published link); `notify`
+        hears of a wait for an index run and of a filter that matches no chunk."""
+        return cls(open_store(store, notify=notify), device=device, modes=modes, notify=notify)
 
     def search(self, questions: list[str], selection: Selection) -> list[list[Hit]]:
         """One ranked list of Hits per question: all embedded at once, one batched query."""
@@ -71,8 +73,10 @@ class Retriever:
         if not questions:
             return {m: [] for m in modes}
         vectors, k = self.store.vectors, selection.k
-        allowed = allowed_ids(vectors, selection.chunk_filter) if selection.chunk_filter else None
+        allowed, cite_as = allowed_ids(vectors, selection.chunk_filter, self.store.copies) if selection.chunk_filter else (None, {})
         if allowed is not None and not allowed:
+            if self.notify:
+                self.notify(Note(f"{self.store.requested}: no stored chunk matches {selection.chunk_filter.describe()}; nothing is retrieved"))
             return {m: [[] for _ in questions] for m in modes}
         count = max(1, vectors.count() if allowed is None else len(allowed))
         depth = min(max(k, FUSION_DEPTH), count) if "hybrid" in modes or selection.diverse else min(k, count)
@@ -91,18 +95,32 @@ class Retriever:
                 rankings[mode] = lexical
             else:
                 rankings[mode] = [fuse(d, lex, depth) for d, lex in zip(dense, lexical)]
-        rankings = self._diversify(rankings, selection)
-        hits = vectors.hits([r for mode in modes for r in rankings[mode]])
+        rankings = self._diversify(rankings, selection, cite_as)
+        hits = [[self._cited(hit, cite_as) for hit in ranked] for ranked in vectors.hits([r for mode in modes for r in rankings[mode]])]
         n = len(questions)
         return {mode: hits[i * n : (i + 1) * n] for i, mode in enumerate(modes)}
 
-    def _diversify(self, rankings: dict[str, list[Ranking]], selection: Selection) -> dict[str, list[Ranking]]:
+    def _cited(self, hit: Hit, cite_as: dict[str, dict]) -> Hit:
+        """The hit as cited: through the copy a filter admitted it by, if any; with the other
+        places its text is stored for (`also`)."""
+        copies = self.store.copies.get(hit.chunk_id, [])
+        if not copies and hit.chunk_id not in cite_as:
+            return hit
+        place = cite_as.get(hit.chunk_id)
+        cited = Hit.of(hit.chunk_id, hit.text, place, hit.score) if place is not None else hit
+        places = [Hit.of(hit.chunk_id, "", copy, 0.0).cited for copy in copies if copy is not place]
+        if place is not None:
+            places.insert(0, hit.cited)
+        return replace(cited, also=tuple(places))
+
+    def _diversify(self, rankings: dict[str, list[Ranking]], selection: Selection, cite_as: dict[str, dict]) -> dict[str, list[Ranking]]:
         """Each ranking cut to k, with at most `max_per_section` chunks of one section and
         `max_per_page` of one page (0: no limit) among them."""
         k = selection.k
         if not selection.diverse:
             return {mode: [r[:k] for r in lists] for mode, lists in rankings.items()}
         source = self.store.vectors.sources({i for lists in rankings.values() for r in lists for i, _ in r})
+        source.update({rep: place["source"] for rep, place in cite_as.items()})
 
         def section(item: tuple[str, float]) -> str | None:
             found = source.get(item[0], "")

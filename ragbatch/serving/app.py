@@ -69,7 +69,7 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
     @app.post("/search")
     async def search(body: SearchRequest, request: Request):
         found = await service(request).search(body.question, body.selection())
-        return {"question": body.question, "store": found.version, "retrieval": body.retrieval, "results": ranked_sources(found.hits)}
+        return {"question": body.question, "store": str(prepared.options.store), "version": found.version, "retrieval": body.retrieval, "results": ranked_sources(found.hits)}
 
     @app.post("/ask")
     async def ask(body: AskRequest, request: Request):

@@ -62,8 +62,8 @@ class Service:
     async def search(self, question: str, selection: Selection) -> Found:
         try:
             return await self.retriever.search(question, selection)
-        except ParameterError as exc:  # a field the chunks do not have, say
-            raise BadRequest(422, exc.param, exc.reason) from None
+        except ParameterError as exc:  # a field the chunks do not have, say: named as the body names it
+            raise BadRequest(422, exc.param, exc.named(str)) from None
         except RagbatchError as exc:
             raise BadRequest(503, None, str(exc)) from None  # the store: a new version that cannot be read, say
 

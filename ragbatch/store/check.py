@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ragbatch.errors import StoreError
+from ragbatch.store.copies import COPIES_FILE, read_copies
 from ragbatch.store.lexical import LexicalIndex
 from ragbatch.store.local import CHROMA_DIR
 from ragbatch.store.manifest import MANIFEST, Manifest, read_manifest
@@ -58,6 +59,7 @@ def check_store(store: Path, lexical: bool = False) -> StoreHealth:
             raise StoreError(f"{sqlite_path}: damaged (SQLite integrity check: {result}); {REINDEX}")
         _refuse_if_open_in_this_process(store / CHROMA_DIR)
     _check_vectors(store, manifest)
+    _check_copies(store, manifest)
     chunks = _check_lexical(store, manifest) if lexical else None
     return StoreHealth(str(store), manifest.chunks, manifest.embedder.name, chunks)
 
@@ -96,9 +98,9 @@ def _check_vectors(store: Path, manifest: Manifest) -> None:
         raise StoreError(f"{store / CHROMA_DIR}: cannot read collection '{manifest.collection}'; {REINDEX}") from None
     try:
         count = vectors.count()
-        if count != manifest.chunks:
+        if count != manifest.vectors:
             raise StoreError(
-                f"{store}: manifest says {manifest.chunks} chunks but {_holder(vectors, manifest)} holds {count} vectors; "
+                f"{store}: manifest says {manifest.vectors} distinct chunks but {_holder(vectors, manifest)} holds {count} vectors; "
                 f"run `ragbatch index` on it again to finish an interrupted run, or {repair}"
             )
         damaged = f"{vectors.where}: its vector index (HNSW files) is damaged or missing"
@@ -113,7 +115,17 @@ def _check_vectors(store: Path, manifest: Manifest) -> None:
         # so clear_system_cache() is not needed (and would orphan other open clients).
         vectors.close()
         if not manifest.server:
-            _wait_until_files_released(store / CHROMA_DIR)
+            wait_until_released(store / CHROMA_DIR)
+
+
+def _check_copies(store: Path, manifest: Manifest) -> None:
+    """The copies file holds the manifest's count of copies."""
+    copies = read_copies(store)  # unreadable: one line naming it
+    if len(copies) != manifest.copies:
+        raise StoreError(
+            f"{store / COPIES_FILE}: holds {len(copies)} copies but the manifest {manifest.copies}; "
+            "run `ragbatch index` on the store again to finish an interrupted run"
+        )
 
 
 def _holder(vectors, manifest: Manifest) -> str:
@@ -122,9 +134,9 @@ def _holder(vectors, manifest: Manifest) -> str:
 
 def _check_lexical(store: Path, manifest: Manifest) -> int:
     lexical = LexicalIndex.open(store)  # its errors name the damaged file and the repair
-    if len(lexical) != manifest.chunks:
+    if len(lexical) != manifest.vectors:
         repair = f"delete {store / 'bm25'} and run `ragbatch index` on the store again (BM25 is rebuilt from Chroma), or use {{retrieval}} dense"
-        raise StoreError(f"{store / 'bm25'}: holds {len(lexical)} chunks but the store {manifest.chunks}; {repair}", refers=("retrieval",))
+        raise StoreError(f"{store / 'bm25'}: holds {len(lexical)} chunks but the store {manifest.vectors}; {repair}", refers=("retrieval",))
     return len(lexical)
 
 
@@ -140,7 +152,7 @@ def _refuse_if_open_in_this_process(chroma_dir: Path) -> None:
             raise StoreError(f"{chroma_dir}: a Chroma client in this process still has the store open; close() it before publishing")
 
 
-def _wait_until_files_released(chroma_dir: Path, timeout: float = 5.0) -> None:
+def wait_until_released(chroma_dir: Path, timeout: float = 5.0) -> None:
     # close() returns before Chroma's background threads have closed their SQLite
     # connections (seen in 1.5.9); hash only once this process holds no file there.
     if not Path("/proc/self/fd").is_dir():

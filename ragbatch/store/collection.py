@@ -40,19 +40,26 @@ class ChromaCollection:
     def count(self) -> int:
         return self.collection.count()
 
-    def scan(self) -> Iterator[tuple[str, dict]]:
-        """(id, fields) of every stored chunk, read in pages."""
+    def records(self) -> Iterator[tuple[str, str, dict]]:
+        """(id, text, fields) of every stored chunk, read in pages."""
         offset = 0
         while True:
-            page = self.collection.get(include=["metadatas"], limit=self.max_batch, offset=offset)
-            yield from ((i, unpack(None, m)[1]) for i, m in zip(page["ids"], page["metadatas"]))
+            page = self.collection.get(include=["metadatas", "documents"], limit=self.max_batch, offset=offset)
+            yield from ((i, *unpack(d, m)) for i, m, d in zip(page["ids"], page["metadatas"], page["documents"]))
             if len(page["ids"]) < self.max_batch:
                 return
             offset += len(page["ids"])
 
+    def scan(self) -> Iterator[tuple[str, dict]]:
+        """(id, fields) of every stored chunk, read in pages."""
+        return ((chunk_id, fields) for chunk_id, _, fields in self.records())
+
     def existing(self) -> dict[str, Stored]:
         """id -> (path, root, place) of every stored chunk."""
-        return {chunk_id: Stored(sys.intern(meta.get("path", "")), sys.intern(meta.get("root", "")), place_of(meta)) for chunk_id, meta in self.scan()}
+        return {
+            chunk_id: Stored(sys.intern(meta.get("path", "")), sys.intern(meta.get("root", "")), place_of(meta), meta.get("key", ""))
+            for chunk_id, meta in self.scan()
+        }
 
     def get(self, ids: Iterable[str], text: bool = True) -> Iterator[tuple[str, str, dict]]:
         """(id, text, fields) of the given stored chunks, read in pages; text "" when
@@ -68,6 +75,14 @@ class ChromaCollection:
     def indexed_texts(self, ids: list[str]) -> list[tuple[str, str]]:
         """(id, the text BM25 and the embedder read: context line and text) for the given ids."""
         return [(chunk_id, indexed_text({"text": text, "context": fields.get("context")})) for chunk_id, text, fields in self.get(ids)]
+
+    def embeddings(self, ids: list[str]) -> dict:
+        """id -> vector of the given stored chunks."""
+        found: dict = {}
+        for start in range(0, len(ids), self.max_batch):
+            page = self.collection.get(ids=ids[start : start + self.max_batch], include=["embeddings"])
+            found.update(zip(page["ids"], page["embeddings"]))
+        return found
 
     def sources(self, ids: Iterable[str]) -> dict[str, str]:
         """id -> source for the given ids (fields only)."""
@@ -103,7 +118,8 @@ class ChromaCollection:
         for start in range(0, len(embeddings), step):
             found = self.collection.query(query_embeddings=embeddings[start : start + step], n_results=k, include=["distances"], **restrict)
             for found_ids, dists in zip(found["ids"], found["distances"]):
-                results.append([(i, 1.0 - float(d)) for i, d in zip(found_ids, dists)])
+                # Ties broken by id: the same store gives the same ranking on every run.
+                results.append(sorted(((i, 1.0 - float(d)) for i, d in zip(found_ids, dists)), key=lambda hit: (-hit[1], hit[0])))
         return results
 
     def hits(self, rankings: list[Ranking]) -> list[list[Hit]]:

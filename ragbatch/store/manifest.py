@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +23,10 @@ from ragbatch.models.embedder import EmbedderSpec
 MANIFEST = "manifest.json"
 # 1: chunk texts as Chroma documents, one metadata key per field. 2: one packed JSON
 # record per chunk (records.RECORD_KEY), which format-1 readers would see as empty texts.
-# A store takes the newest format when a run writes it; newer formats are refused.
-FORMAT = 2
+# 3: one vector per distinct text, the other chunks with that text in copies.parquet,
+# which format-2 readers would not count. A store takes the newest format when a run
+# writes it; newer formats are refused.
+FORMAT = 3
 REPAIR = "restore it from a published version (ROOT/NAME.versions/), or re-index into a new store"
 # Contextual chunk text: what is embedded and BM25-indexed is the chunk's context line
 # (page title and section path) above its text; what is stored, shown and cited is the
@@ -60,17 +63,28 @@ class Manifest:
     chunking: ChunkingParams
     collection: str  # the Chroma collection's name
     server: str | None = None  # URL of the Chroma server holding the vectors; None: STORE/chroma
-    chunks: int = 0
+    chunks: int = 0  # every chunk of every file
+    copies: int = 0  # of them, those whose text another chunk's vector stands for (copies.py)
     files: int = 0
     created: str = ""
     updated: str = ""
     format: int = FORMAT
+    store_id: str = ""  # made once, when the store is: which store a published version came from
+    origin: str = ""  # host:path where the store was made, for messages
+    content: str = ""  # content_digest() when it was last published
     extra: dict = field(default_factory=dict)  # keys this ragbatch does not know, kept as they are
 
     @classmethod
     def new(cls, embedder: EmbedderSpec, dimension: int, chunking: ChunkingParams, collection: str, server: str | None = None) -> Manifest:
         stamp = now()
-        return cls(embedder, dimension, chunking, collection, server, created=stamp, updated=stamp)
+        return cls(embedder, dimension, chunking, collection, server, created=stamp, updated=stamp, store_id=uuid.uuid4().hex)
+
+    def same_store(self, other: Manifest) -> bool:
+        """Whether `other` describes the same store (a published version of it, say): by
+        their store ids, or for stores made before ids by when and as what they were made."""
+        if self.store_id and other.store_id:
+            return self.store_id == other.store_id
+        return (self.created, self.collection) == (other.created, other.collection)
 
     @classmethod
     def from_json(cls, data: object, path: Path) -> Manifest:
@@ -78,7 +92,8 @@ class Manifest:
         if not isinstance(data, dict) or not isinstance(data.get("chunks"), int) or not isinstance(data.get("collection"), str):
             raise StoreError(f"{path}: needs an integer 'chunks' and a string 'collection'; {REPAIR}")
         try:
-            known = {"embedder", "dimension", "chunking", "collection", "chroma_url", "chunks", "files", "created", "updated", "format"}
+            known = {"embedder", "dimension", "chunking", "collection", "chroma_url", "chunks", "copies", "files", "created", "updated", "format"}
+            known |= {"store_id", "origin", "content"}
             recorded = data["embedder"]
             embedder = EmbedderSpec(
                 recorded["name"], recorded["path"], recorded["revision"], recorded.get("document_instruction", ""), recorded.get("query_instruction", "")
@@ -90,10 +105,14 @@ class Manifest:
                 collection=data["collection"],
                 server=data.get("chroma_url"),
                 chunks=data["chunks"],
+                copies=int(data.get("copies", 0)),
                 files=int(data.get("files", 0)),
                 created=data.get("created", ""),
                 updated=data.get("updated", ""),
                 format=int(data.get("format", 1)),
+                store_id=data.get("store_id", ""),
+                origin=data.get("origin", ""),
+                content=data.get("content", ""),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -108,13 +127,20 @@ class Manifest:
             "dimension": self.dimension,
             "chunking": self.chunking.as_dict(),
             "chunks": self.chunks,
+            "copies": self.copies,
             "files": self.files,
             "created": self.created,
             "updated": self.updated,
         }
         if self.server:
             data["chroma_url"] = self.server
+        data.update({key: value for key, value in (("store_id", self.store_id), ("origin", self.origin), ("content", self.content)) if value})
         return data
+
+    @property
+    def vectors(self) -> int:
+        """Vectors in the collection and documents in BM25: one per distinct text."""
+        return self.chunks - self.copies
 
     def owner(self) -> str:
         """What a server collection's metadata records about the vectors it holds."""

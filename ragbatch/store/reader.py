@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ragbatch.errors import StoreError
 from ragbatch.models.embedder import EmbedderSpec, resolve_embedder
+from ragbatch.store.copies import by_rep, read_copies
 from ragbatch.store.lexical import LexicalIndex
 from ragbatch.store.locks import Notify, reading
 from ragbatch.store.manifest import Manifest, require_manifest
@@ -22,7 +23,7 @@ from ragbatch.store.vectors import Vectors, open_vectors
 
 
 class StoreReader:
-    """A store open for reading: `manifest`, `vectors` and, on demand, `lexical`.
+    """A store open for reading: `manifest`, `vectors` and, on demand, `lexical` and `copies`.
 
     `requested` is the path as given (a published link, say), `path` the folder read (the
     verified copy of a published version, or the store itself). Close it, or use it as a
@@ -37,12 +38,17 @@ class StoreReader:
         return self.path != self.requested
 
     @cached_property
+    def copies(self) -> dict[str, list[dict]]:
+        """Representative id -> the chunks that share its text and vector (copies.py)."""
+        return by_rep(read_copies(self.path))
+
+    @cached_property
     def lexical(self) -> LexicalIndex:
         """The BM25 index, which must hold as many chunks as the manifest says."""
         lexical = LexicalIndex.open(self.path)
-        if len(lexical) != self.manifest.chunks:
+        if len(lexical) != self.manifest.vectors:
             raise StoreError(
-                f"{self.requested}: its BM25 index holds {len(lexical)} chunks but the store {self.manifest.chunks}; "
+                f"{self.requested}: its BM25 index holds {len(lexical)} chunks but the store {self.manifest.vectors}; "
                 "run `ragbatch index` on it once to rebuild, or use {retrieval} dense",
                 refers=("retrieval",),
             )

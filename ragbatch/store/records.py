@@ -7,6 +7,7 @@ them, the executors carry them, the store packs them and retrieval reads them ba
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import NamedTuple, TypedDict
@@ -27,12 +28,13 @@ class Chunk(TypedDict):
     text: str  # what is stored, shown and cited
     context: str  # page title and section path: embedded and BM25-indexed with the text
     anchors: str  # other link targets inside its section, space-separated
+    key: str  # text_key(): chunks with the same key share one vector (see copies.py)
 
 
 # The fields kept with every vector besides its text. `position`, `start` and `lines` are
 # the chunk's place (PLACE_FIELDS), which an edit above it changes without changing its id
 # (see ChromaCollection.update_places).
-CHUNK_FIELDS = ("source", "path", "root", "title", "section", "position", "start", "lines", "context", "anchors")
+CHUNK_FIELDS = ("source", "path", "root", "title", "section", "position", "start", "lines", "context", "anchors", "key")
 PLACE_FIELDS = ("position", "start", "lines")
 # Each chunk is stored as one metadata value, RECORD_KEY: a JSON object of its text and its
 # CHUNK_FIELDS; Chroma's own `documents` are left empty. Chroma 1.5's SQLite segment
@@ -49,19 +51,30 @@ def indexed_text(chunk: dict) -> str:
     return f"{context}\n\n{chunk['text']}" if context else chunk["text"]
 
 
+def text_key(chunk: dict) -> str:
+    """A hash of the text the embedder reads for a chunk: chunks with the same key have the
+    same vector, so a store keeps one (copies.py)."""
+    return hashlib.sha256(indexed_text(chunk).encode("utf-8")).hexdigest()[:32]
+
+
 def pack(chunk: dict) -> dict:
     """A chunk's Chroma metadata: its text and fields as one JSON value."""
     return {RECORD_KEY: json.dumps({"text": chunk["text"], **{k: chunk.get(k, "") for k in CHUNK_FIELDS}}, ensure_ascii=False, separators=(",", ":"))}
 
 
 def unpack(document: str | None, metadata: dict | None) -> tuple[str, dict]:
-    """(text, fields) of a stored chunk, packed (see RECORD_KEY) or as older stores wrote it."""
+    """(text, fields) of a stored chunk, packed (see RECORD_KEY) or as older stores wrote it.
+    Records written before keys were stored get theirs from their text (where it was read)."""
     metadata = metadata or {}
     packed = metadata.get(RECORD_KEY)
     if packed is None:
-        return document or "", metadata
-    record = json.loads(packed)
-    return record.pop("text", ""), record
+        text, fields = document or "", dict(metadata)
+    else:
+        fields = json.loads(packed)
+        text = fields.pop("text", "")
+    if not fields.get("key") and text:
+        fields["key"] = text_key({"text": text, "context": fields.get("context")})
+    return text, fields
 
 
 @dataclass
@@ -73,6 +86,7 @@ class Hit:
     title: str
     anchors: tuple[str, ...] = ()  # other link targets inside its section (see readers/)
     lines: str = ""  # "L120-L134" for plain text, else ""
+    also: tuple[str, ...] = ()  # the other places the same text is stored for, as cited (copies.py)
 
     @property
     def cited(self) -> str:
@@ -92,6 +106,7 @@ class Stored(NamedTuple):
     path: str  # interned: one string per file, not per chunk
     root: str
     place: int  # place_of() of its fields
+    key: str  # text_key() of its text
 
 
 def place_of(chunk: dict) -> int:

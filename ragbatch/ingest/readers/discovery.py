@@ -18,7 +18,7 @@ MARKDOWN_SUFFIXES = {".md", ".markdown"}
 @dataclass
 class Discovery:
     files: list[dict] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[InputFileError] = field(default_factory=list)  # files of a type ragbatch does not read
     errors: list[InputFileError] = field(default_factory=list)
 
 
@@ -77,7 +77,7 @@ def _add_directory(directory: str, found: Discovery, seen: set[str]) -> None:
 def _add_file(shown: str, root: str, found: Discovery, seen: set[str]) -> None:
     suffix = Path(shown).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        found.skipped.append(f"{shown}: skipped (unsupported type {suffix or 'without extension'})")
+        found.skipped.append(InputFileError(shown, f"skipped (unsupported type {suffix or 'without extension'})"))
         return
     if not os.path.isfile(shown):  # a FIFO would block the read forever; a link may loop or dangle
         found.errors.append(InputFileError(shown, "not a regular file (a FIFO, device, or a link that loops or points nowhere)"))
