@@ -26,6 +26,7 @@ def store(freedonia_store):
     return freedonia_store
 
 
+@pytest.mark.slow
 def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp_path):
     from transformers import AutoTokenizer
 
@@ -111,6 +112,7 @@ def _chunk_texts(store, ids):
     return [by_id[i] for i in ids]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_redoing_finished_ids(store, tmp_path):
     questions = write_questions(
         tmp_path / "q.jsonl",
@@ -156,6 +158,7 @@ def test_a_killed_run_resumes_without_redoing_finished_ids(store, tmp_path):
     assert ids == [f"q{i}" for i in range(40)] and not parts.exists()
 
 
+@pytest.mark.slow
 def test_search_json_lists_ranked_passages(store, tmp_path):
     result = ragbatch("search", "What is the national dish?", "--store", store, "--k", 2, "--json")
     assert result.returncode == 0, result.stderr
@@ -178,6 +181,7 @@ def test_search_json_lists_ranked_passages(store, tmp_path):
         (lambda d: d.joinpath("q.txt").write_text("Why?\n"), ["{d}/q.txt", "--llm", "no-such/model"], "--llm no-such/model: cannot be loaded offline"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_a_nonzero_exit(store, tmp_path, setup, args, message):
     setup(tmp_path)
     (tmp_path / "q.txt").exists() or (tmp_path / "q.txt").write_text("Why?\n")
@@ -192,6 +196,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(store, tmp_path, setup, args, 
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_bad_question_lines_are_named_and_skipped_and_the_rest_answered(store, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"id": "ok", "question": "What is the capital of Freedonia?"}\n{bad json\n{"q": "x"}\n{"question": "Trunc')

@@ -33,6 +33,7 @@ def answered_ids(folder: Path) -> list[str]:
     return pq.read_table(folder / "outputs" / "questions-answers.parquet").column("id").to_pylist()
 
 
+@pytest.mark.slow
 def test_bare_index_and_ask_then_reruns_answer_only_what_is_new(folder):
     index = ragbatch("index", "around.txt", "--json", cwd=folder)
     assert index.returncode == 0, index.stderr
@@ -67,6 +68,7 @@ def test_bare_index_and_ask_then_reruns_answer_only_what_is_new(folder):
     assert (folder / "outputs" / "questions-answers.parquet").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_ragbatch_store_names_the_default_store(folder):
     env = {**os.environ, "RAGBATCH_STORE": str(folder / "elsewhere")}
     index = ragbatch("index", "around.txt", "--json", cwd=folder, env=env)

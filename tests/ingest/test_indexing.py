@@ -182,6 +182,7 @@ def test_nothing_to_index_is_an_error(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_local_and_ray_executors_build_identical_stores(corpus, tmp_path):
     local = index([corpus], tmp_path / "local", executor="local")
     ray = index([corpus], tmp_path / "ray", executor="ray")

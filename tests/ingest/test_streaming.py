@@ -20,6 +20,7 @@ def change(docs):
     shutil.copy(docs / "sub" / "ray.html", docs / "copy.html")
 
 
+@pytest.mark.slow
 def test_ray_incremental_run_matches_local(corpus, tmp_path):
     """Changed, vanished, failing and new files on the Ray executor: the same counts,
     errors and store as the local executor."""
@@ -88,6 +89,7 @@ def test_cpu_pool_leaves_room_for_reading():
     assert size == 1 and each + READ_CPUS <= 4
 
 
+@pytest.mark.slow
 def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monkeypatch, tmp_path):
     """On a Ray node that cannot see the input, the run stops with one line naming the
     folder (raised inside a real Ray Data task, unwrapped by the executor); a file

@@ -152,6 +152,7 @@ print(json.dumps({"path": resolve_embedder(sys.argv[1]).path}))
 """
 
 
+@pytest.mark.slow
 def test_hub_id_is_downloaded_into_the_users_cache_then_used_offline(tmp_path):
     packaged = Path(resolve_embedder(None).path)
     hf_home = tmp_path / "hf-home"
@@ -187,6 +188,7 @@ print(json.dumps({}))
 """
 
 
+@pytest.mark.slow
 def test_packaged_models_load_without_asking_the_hub(tmp_path, llm_folder):
     """No HF_HUB_OFFLINE, a reachable hub: packaged models still load from their folders."""
     with FakeHub({}) as hub:
@@ -194,6 +196,7 @@ def test_packaged_models_load_without_asking_the_hub(tmp_path, llm_folder):
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_index_and_ask_fetch_hub_ids_through_the_cli(tmp_path, llm_folder):
     """As a user with network runs it: `index --embedder ORG/NAME` and `ask --llm ORG/NAME`
     download into HF_HOME and work; the store records the id, and a later `ask` finds

@@ -124,6 +124,7 @@ def test_html_report_is_self_contained(store, tmp_path):
     assert "worst misses" in page
 
 
+@pytest.mark.slow
 def test_cli_filters_and_modes(store, tmp_path):
     run = ragbatch_cli
     result = run("search", QUESTION, "--store", store / "store", "--retrieval", "bm25", "--where", "title=Autoscaling", "--json")

@@ -78,6 +78,7 @@ def test_reindex_needs_no_flag_and_embeds_nothing(stores, chroma_server):
     assert same.embedded == 0
 
 
+@pytest.mark.slow
 def test_search_and_eval_read_the_server_and_match_the_local_store(stores):
     results = {}
     for name in ("local", "remote"):
@@ -96,6 +97,7 @@ def test_search_and_eval_read_the_server_and_match_the_local_store(stores):
         assert summaries["remote"][key] == summaries["local"][key], key
 
 
+@pytest.mark.slow
 def test_ask_answers_from_the_server_store(stores, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"id": "capital", "question": "What is the capital of Freedonia?"}) + "\n")
@@ -107,6 +109,7 @@ def test_ask_answers_from_the_server_store(stores, tmp_path):
     assert row["sources"][0] == "freedonia.txt#L1"  # the file and the line it came from
 
 
+@pytest.mark.slow
 def test_check_and_publish_copy_the_directory_that_points_at_the_server(stores, tmp_path, chroma_server):
     store = tmp_path / "books"
     shutil.copytree(stores / "remote", store)  # the same collection: nothing written to it here
@@ -139,6 +142,7 @@ def test_check_and_publish_copy_the_directory_that_points_at_the_server(stores, 
     assert f"Chroma server {chroma_server.url}" in broken.stderr and "holds" in broken.stderr and "Traceback" not in broken.stderr
 
 
+@pytest.mark.slow
 def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_path, chroma_server):
     ray = index([stores / "docs"], tmp_path / "ray", executor="ray", chroma=chroma_server.url)
     assert ray.executor == "ray" and ray.embedded == ray.chunks
@@ -157,6 +161,7 @@ def test_ray_embed_actors_write_the_server_collection_themselves(stores, tmp_pat
     assert again.embedded == 0 and again.chunks == ray.chunks and not again.writers
 
 
+@pytest.mark.slow
 def test_several_processes_write_one_server_collection_and_lose_nothing(tmp_path, chroma_server):
     """What loses vectors on a local folder (two writers of one folder lost 20-26 % when measured) is safe through the server."""
     name = "ragbatch-concurrent-test"
@@ -187,6 +192,7 @@ store.close()
         store.close()
 
 
+@pytest.mark.slow
 def test_a_killed_index_run_is_completed_by_a_rerun(tmp_path, chroma_server):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -225,6 +231,7 @@ def test_a_killed_index_run_is_completed_by_a_rerun(tmp_path, chroma_server):
     assert_same_chunks(server_contents(chroma_server.url, manifest(clean)["collection"]), server_contents(chroma_server.url, manifest(store)["collection"]))
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_naming_the_problem(stores, tmp_path, chroma_server):
     from chroma_process import free_port
 
