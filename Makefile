@@ -8,11 +8,11 @@ install:
 	bash scripts/install.sh
 
 # The design card's two commands, verbatim, where their files are: they write
-# corpora/stores/default/ and corpora/outputs/questions-answers.parquet.
+# corpora/stores/default/ and corpora/outputs/questions.jsonl-answers.parquet.
 demo: install
 	cd corpora && $(abspath $(BIN))/ragbatch index around.txt
 	cd corpora && $(abspath $(BIN))/ragbatch ask questions.jsonl
-	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('corpora/outputs/questions-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
+	$(BIN)/python -c "import pyarrow.parquet as pq; print(pq.read_table('corpora/outputs/questions.jsonl-answers.parquet', columns=['id', 'answer', 'sources']).to_pandas().to_string(max_colwidth=70))"
 
 # The whole suite, as CI runs it: lint, types, every test.
 test: install lint

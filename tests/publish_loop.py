@@ -7,4 +7,4 @@ from ragbatch.store.publish import publish
 root, rounds, keep, *stores = sys.argv[1:]
 for _ in range(int(rounds)):
     for store in stores:
-        print(publish(store, root, keep=int(keep)).name, flush=True)
+        print(publish(store, root, keep=int(keep)).version.name, flush=True)

@@ -166,7 +166,9 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
                 ) from None
         report.rows, report.dropped = writer.finish(order=[q["id"] for q in questions], run=run if todo else None)
         if report.dropped:
-            notify(f"{writer.out}: dropped {report.dropped} answers to questions no longer in {options.questions if isinstance(options.questions, str) else 'the input'}")
+            notify(
+                f"{writer.out}: dropped {report.dropped} answers to questions no longer in {options.questions if isinstance(options.questions, str) else 'the input'}"
+            )
     finally:
         writer.close()
     report.seconds = time.perf_counter() - started

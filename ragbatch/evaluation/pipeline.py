@@ -15,11 +15,11 @@ from ragbatch.asking.questions import read_questions
 from ragbatch.errors import ParameterError, RagbatchError
 from ragbatch.evaluation.metrics import question_row, summarize
 from ragbatch.evaluation.report import write_report
+from ragbatch.progress import working
 from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import Selection, parse_modes
 from ragbatch.retrieval.sources import page_of
 from ragbatch.store.manifest import require_store_path
-from ragbatch.progress import working
 from ragbatch.store.records import Hit
 
 # The HTML report's hit@k curves run to at least this k.

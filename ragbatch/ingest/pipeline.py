@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragbatch.errors import ParameterError, RagbatchError
@@ -18,6 +18,7 @@ from ragbatch.ingest.chunking import Chunker
 from ragbatch.ingest.executor import Executor
 from ragbatch.ingest.local_executor import LocalExecutor
 from ragbatch.ingest.ray_executor import RayExecutor
+from ragbatch.ingest.report import IndexReport
 from ragbatch.ingest.stages import read_and_chunk
 from ragbatch.ingest.writer import write_store
 from ragbatch.models.embedder import EmbedderInfo, EmbedderLoader, EmbedderSpec, describe_embedder, new_store_embedder, resolve_embedder
@@ -47,46 +48,6 @@ class IndexOptions:
     executor: str = "auto"
     keep: int = 3
     chroma: str | None = None  # http://HOST:PORT of a Chroma server for a new store's vectors
-
-
-@dataclass
-class IndexReport:
-    files: int = 0
-    chunks: int = 0
-    embedded: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped_files: int = 0
-    errors: list[str] = field(default_factory=list)  # "file: why" of each file that could not be read
-    skipped: list[str] = field(default_factory=list)  # "file: skipped (why)" of each file of a type not read
-    skipped_detail: list[dict] = field(default_factory=list)  # {"file", "reason"} of both
-    writers: set[str] = field(default_factory=set)  # processes that wrote vectors: "driver", or Ray actors' host:pid
-    notices: list[str] = field(default_factory=list)  # choices the user should know of
-    ms_per_vector: float | None = None
-    seconds: float = 0.0
-    executor: str = ""
-    embedder: str = ""
-    store: str = ""
-    published: str | None = None
-
-    def as_json(self) -> dict:
-        return {
-            "files": self.files,
-            "chunks": self.chunks,
-            "embedded": self.embedded,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-            "skipped_files": self.skipped_files,
-            "skipped": self.skipped_detail,
-            "vector_writers": sorted(self.writers),
-            "errors": self.errors,
-            "ms_per_vector": None if self.ms_per_vector is None else round(self.ms_per_vector, 3),
-            "seconds": round(self.seconds, 3),
-            "executor": self.executor,
-            "embedder": self.embedder,
-            "store": self.store,
-            "published": self.published,
-        }
 
 
 def choose_executor(name: str, files: list[dict]) -> str:

@@ -89,9 +89,7 @@ class _EmbedActor:
     but a `writer` column naming itself (host:pid) on the rows it wrote.
     """
 
-    def __init__(
-        self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, known: list, server: ServerAddress | None = None
-    ):
+    def __init__(self, spec: dict, device: str, batch_size: int, threads: int | None, stored: list, known: list, server: ServerAddress | None = None):
         import ray
 
         self.spec, self.device, self.batch_size, self.threads = spec, device, batch_size, threads

@@ -24,6 +24,7 @@ from typing import Literal
 
 from ragbatch.errors import RagbatchError
 from ragbatch.ingest.executor import Executor, ReadFile, StreamBlock
+from ragbatch.ingest.report import IndexReport
 from ragbatch.models.embedder import EmbedderLoader
 from ragbatch.store.copies import by_rep, read_copies, write_copies
 from ragbatch.store.lexical_build import LexicalBuilder, stored_count
@@ -117,9 +118,10 @@ def stale_ids(stored: Mapping[str, tuple], current: set[str], read_ok: set[str],
 class WriteLoop:
     """One index run's writes into an open store (see write_store)."""
 
-    def __init__(self, store: Path, manifest: Manifest, vectors: Vectors, report, progress, files: list[dict]):
+    def __init__(self, store: Path, manifest: Manifest, vectors: Vectors, report: IndexReport, progress, files: list[dict]):
         self.store, self.manifest, self.vectors, self.report, self.progress = store, manifest, vectors, report, progress
         self.existing = vectors.existing()  # representatives: chunks with a vector
+        self.lagging = stored_count(store) != len(self.existing)  # a crash, or a store older than BM25
         # Copies whose representative is gone (a crash between the two writes) are not
         # stored: their chunks are taken up again.
         self.copies = {cid: row for cid, row in read_copies(store).items() if row["rep"] in self.existing}
@@ -132,7 +134,6 @@ class WriteLoop:
             else:
                 self.rep_of[key] = chunk_id
         self.folded = self._fold(twins)
-        self.lagging = stored_count(store) != len(self.existing)  # a crash, or a store older than BM25
         self.lexical = LexicalBuilder(store, keep_old=not self.lagging)
         self.current: set[str] = set()  # ids of every chunk of this run's input
         self.failed: set[str] = set()  # files that could not be read
@@ -314,7 +315,9 @@ class WriteLoop:
         write_manifest(self.store, self.manifest)
 
 
-def write_store(store: Path, manifest: Manifest, executor: Executor, loader: EmbedderLoader, files: list[dict], read: ReadFile, report, progress) -> None:
+def write_store(
+    store: Path, manifest: Manifest, executor: Executor, loader: EmbedderLoader, files: list[dict], read: ReadFile, report: IndexReport, progress
+) -> None:
     """Stream files through the executor (read, chunk, embed what is new) into the one
     writer; then delete what is stale, save the copies, the BM25 index and the manifest.
 

@@ -69,7 +69,13 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
     @app.post("/search")
     async def search(body: SearchRequest, request: Request):
         found = await service(request).search(body.question, body.selection())
-        return {"question": body.question, "store": str(prepared.options.store), "version": found.version, "retrieval": body.retrieval, "results": ranked_sources(found.hits)}
+        return {
+            "question": body.question,
+            "store": str(prepared.options.store),
+            "version": found.version,
+            "retrieval": body.retrieval,
+            "results": ranked_sources(found.hits),
+        }
 
     @app.post("/ask")
     async def ask(body: AskRequest, request: Request):
@@ -78,16 +84,16 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
         answers = s.answer(pending, body.max_tokens, body.temperature, body.seed, body.ignore_eos)
         if not body.stream:
             row = await _last_row(answers)
-            return {**row, "store": pending.version}
+            return {**row, "store": str(prepared.options.store), "version": pending.version}
 
         async def events():
             head = {k: pending.row[k] for k in ("id", "sources", "chunk_ids", "scores", "passages_used")}
-            yield _event("sources", {**head, "store": pending.version})
+            yield _event("sources", {**head, "store": str(prepared.options.store), "version": pending.version})
             async for delta, row in answers:
                 if delta:
                     yield _event("token", {"text": delta})
                 if row is not None:
-                    yield _event("answer", {**row, "store": pending.version})
+                    yield _event("answer", {**row, "store": str(prepared.options.store), "version": pending.version})
 
         return StreamingResponse(events(), media_type=SSE)
 
@@ -106,12 +112,12 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
         completion = Completion(s.llm)
         sources = ranked_sources(pending.hits)
         if not body.stream:
-            return completion.response(await _last_row(answers), sources, pending.version)
+            return completion.response(await _last_row(answers), sources, str(prepared.options.store), pending.version)
 
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         async def chunks():
-            yield _data(completion.chunk({"role": "assistant", "content": ""}, sources=sources, store=pending.version))
+            yield _data(completion.chunk({"role": "assistant", "content": ""}, sources=sources, store=str(prepared.options.store), version=pending.version))
             async for delta, row in answers:
                 if delta:
                     yield _data(completion.chunk({"content": delta}))

@@ -16,7 +16,7 @@ class Completion:
         self.created = int(time.time())
         self.model = model
 
-    def response(self, row: dict, sources: list[dict], store: str) -> dict:
+    def response(self, row: dict, sources: list[dict], store: str, version: str) -> dict:
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -27,6 +27,7 @@ class Completion:
             "sources": sources,
             "cost_usd": row["cost_usd"],
             "store": store,
+            "version": version,
         }
 
     def chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> dict:

@@ -64,8 +64,8 @@ def write_copies(store: Path, copies: dict[str, dict]) -> None:
 
 
 def by_rep(copies: dict[str, dict]) -> dict[str, list[dict]]:
-    """rep id -> its copies, in id order."""
+    """rep id -> its copies, in the order of their sources and places."""
     grouped: dict[str, list[dict]] = {}
-    for chunk_id in sorted(copies):
-        grouped.setdefault(copies[chunk_id]["rep"], []).append(copies[chunk_id])
+    for copy in sorted(copies.values(), key=lambda c: (c["source"], c["position"], c["id"])):
+        grouped.setdefault(copy["rep"], []).append(copy)
     return grouped

@@ -46,7 +46,7 @@ def test_parts_then_finish_in_input_order(tmp_path):
     writer.write([row("2", schema)])  # finished first
     assert len(list((tmp_path / "answers.parquet.parts").glob("part-*.parquet"))) == 1 and not out.exists()
     writer.write([row("1", schema)])
-    assert writer.finish(order=["1", "2"]) == 2
+    assert writer.finish(order=["1", "2"]) == (2, 0)
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["1", "2"] and table.column("input_error").to_pylist() == [None, "x"]
     assert not (tmp_path / "answers.parquet.parts").exists()
@@ -65,7 +65,7 @@ def test_resume_skips_answered_ids_from_out_and_from_leftover_parts(tmp_path):
     crashed.close()  # the process dies: no finish(), and the OS drops its lock
     resumed = AnswerWriter(out, schema, mode="resume")
     assert resumed.done_ids() == {"1", "2"}
-    assert resumed.finish(order=["1", "2"]) == 2
+    assert resumed.finish(order=["1", "2"]) == (2, 0)
     assert pq.read_table(out).column("id").to_pylist() == ["1", "2"]
 
 
@@ -82,7 +82,7 @@ def test_crash_between_merge_and_parts_removal_gives_no_duplicates(tmp_path):
         (tmp_path / "a.parquet.parts" / name).write_bytes(data)
     resumed = AnswerWriter(out, schema, mode="resume")
     resumed.write([row("2", schema)])
-    assert resumed.finish(order=["1", "2"]) == 2
+    assert resumed.finish(order=["1", "2"]) == (2, 0)
     assert pq.read_table(out).column("id").to_pylist() == ["1", "2"]
 
 
@@ -95,7 +95,7 @@ def test_failed_rows_are_retried_on_resume_and_replaced(tmp_path):
     again = AnswerWriter(out, schema, mode="resume")
     assert again.done_ids() == {"1"}  # the failed row is not done
     again.write([row("2", schema)])
-    assert again.finish(order=["1", "2"]) == 2
+    assert again.finish(order=["1", "2"]) == (2, 0)
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["1", "2"] and table.column("error").to_pylist() == [None, None]
 
@@ -112,7 +112,7 @@ def test_second_writer_on_one_out_is_refused_and_overwrite_replaces_only_at_fini
     assert over.done_ids() == set()
     over.write([{**row("2", schema), "answer": "new"}])
     assert pq.read_table(out).num_rows == 2  # untouched until the new run finishes
-    assert over.finish(order=["1", "2"]) == 1
+    assert over.finish(order=["1", "2"]) == (1, 0)
     assert pq.read_table(out).column("answer").to_pylist() == ["new"]
 
 
@@ -145,3 +145,25 @@ def test_prices_from_files_and_options(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(RagbatchError, match="not valid JSON"):
         load_prices(tmp_path / "bad.json")
+
+
+def test_a_resumed_file_holds_exactly_the_inputs_questions(tmp_path):
+    """Rows of questions no longer in the input are dropped, and counted."""
+    out = tmp_path / "a.parquet"
+    schema = answer_schema(QUESTIONS, None)
+    first = AnswerWriter(out, schema, mode="new")
+    first.write([row("1", schema), row("2", schema)])
+    assert first.finish(order=["1", "2"]) == (2, 0)
+    resumed = AnswerWriter(out, schema, mode="resume")
+    assert resumed.finish(order=["2"]) == (1, 1)  # question 1 left the input
+    assert pq.read_table(out).column("id").to_pylist() == ["2"]
+
+
+def test_default_answer_files_are_named_by_the_whole_input_name(tmp_path):
+    from ragbatch.locations import default_answers
+
+    assert default_answers("q.txt", ["a"]) != default_answers("q.csv", ["a"])
+    assert default_answers("dir/q.txt", ["a"]).name == "q.txt-answers.parquet"
+    # stdin: the same questions find their file again; other questions get another
+    assert default_answers("-", ["a", "b"]) == default_answers("-", ["b", "a"]) != default_answers("-", ["a", "c"])
+    assert default_answers("-", ["a"]).name.startswith("stdin-")

@@ -117,3 +117,11 @@ def test_a_file_of_only_bad_lines_is_an_error(tmp_path):
     (tmp_path / "q.jsonl").write_text("{nope\n")
     with pytest.raises(RagbatchError, match="no usable questions"):
         read_questions(str(tmp_path / "q.jsonl"), on_problem=lambda e: None)
+
+
+def test_a_binary_file_is_one_line_not_one_per_line(tmp_path):
+    (tmp_path / "q.txt").write_bytes(b"\x00\x01\x02\n" * 50)
+    problems = []
+    with pytest.raises(RagbatchError) as refused:
+        read_questions(str(tmp_path / "q.txt"), on_problem=problems.append)
+    assert problems == [] and "a binary file (it holds NUL bytes)" in str(refused.value)

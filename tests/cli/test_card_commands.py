@@ -30,7 +30,7 @@ def folder(tmp_path, monkeypatch):
 
 
 def answered_ids(folder: Path) -> list[str]:
-    return pq.read_table(folder / "outputs" / "questions-answers.parquet").column("id").to_pylist()
+    return pq.read_table(folder / "outputs" / "questions.jsonl-answers.parquet").column("id").to_pylist()
 
 
 @pytest.mark.slow
@@ -44,13 +44,17 @@ def test_bare_index_and_ask_then_reruns_answer_only_what_is_new(folder):
     first = ragbatch("ask", "questions.jsonl", "--max-tokens", 16, "--json", cwd=folder)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["out"] == str(Path("outputs") / "questions-answers.parquet") and report["store"] == str(Path("stores") / "default")
+    assert report["out"] == str(Path("outputs") / "questions.jsonl-answers.parquet") and report["store"] == str(Path("stores") / "default")
     assert report["answered"] == 2 and answered_ids(folder) == ["home", "club"]
 
-    second = ragbatch("ask", "questions.jsonl", "--json", cwd=folder)
+    second = ragbatch("ask", "questions.jsonl", "--max-tokens", 16, "--json", cwd=folder)
     assert second.returncode == 0, second.stderr
-    assert (json.loads(second.stdout)["answered"], json.loads(second.stdout)["skipped"]) == (0, 2)
-    assert "2 of 2 questions already answered; nothing to do" in second.stderr
+    nothing = json.loads(second.stdout)
+    assert (nothing["answered"], nothing["skipped"]) == (0, 2)
+    assert (nothing["llm"], nothing["embedder"]) == ("smollm2-135m-instruct", "all-MiniLM-L6-v2")  # named though nothing ran
+    assert "2 of 2 questions already answered; nothing to do (--overwrite starts over)" in second.stderr
+    other = ragbatch("ask", "questions.jsonl", "--max-tokens", 32, "--retrieval", "dense", cwd=folder)
+    assert other.returncode == 1 and "--retrieval 'hybrid', now 'dense'" in other.stderr and "--max-tokens 16, now 32" in other.stderr
 
     with open(folder / "questions.jsonl", "a") as fh:
         fh.write(json.dumps({"question": "What was the name of Fogg's servant?"}) + "\n")
@@ -61,11 +65,21 @@ def test_bare_index_and_ask_then_reruns_answer_only_what_is_new(folder):
     ids = answered_ids(folder)
     assert ids[:2] == ["home", "club"] and len(ids) == 3 and ids[2].startswith("q-")
 
+    # Questions taken out of the file take their rows with them: one row per question of the input.
+    (folder / "questions.jsonl").write_text(json.dumps(QUESTIONS[0]) + "\n")
+    fewer = ragbatch("ask", "questions.jsonl", "--max-tokens", 16, "--json", cwd=folder)
+    assert fewer.returncode == 0 and json.loads(fewer.stdout)["dropped"] == 2 and answered_ids(folder) == ["home"]
+    assert "dropped 2 answers to questions no longer in questions.jsonl" in fewer.stderr
+    # The same name with another extension is another file of answers, not a mix of two sets.
+    (folder / "questions.txt").write_text(QUESTIONS[1]["question"] + "\n")
+    txt = ragbatch("ask", "questions.txt", "--max-tokens", 16, "--json", cwd=folder)
+    assert json.loads(txt.stdout)["out"] == str(Path("outputs") / "questions.txt-answers.parquet") and answered_ids(folder) == ["home"]
+
     # An explicit --out that exists is still refused without --resume, and left as it was.
-    before = (folder / "outputs" / "questions-answers.parquet").read_bytes()
-    refused = ragbatch("ask", "questions.jsonl", "--out", "outputs/questions-answers.parquet", cwd=folder)
+    before = (folder / "outputs" / "questions.jsonl-answers.parquet").read_bytes()
+    refused = ragbatch("ask", "questions.jsonl", "--out", "outputs/questions.jsonl-answers.parquet", cwd=folder)
     assert refused.returncode == 1 and "already exists; pass --resume" in refused.stderr
-    assert (folder / "outputs" / "questions-answers.parquet").read_bytes() == before
+    assert (folder / "outputs" / "questions.jsonl-answers.parquet").read_bytes() == before
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ In-process through click's CliRunner; a real subprocess only where the point is 
 a fresh interpreter imports or prints (help speed, --debug tracebacks)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,18 @@ def test_refused_store_is_left_intact(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = ragbatch("--debug", "index", tmp_path / "missing", "--store", tmp_path / "s")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_small_things_a_new_user_met(tmp_path):
+    (tmp_path / "a.txt").write_text("Fogg wagered twenty thousand pounds.\n")
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "b.txt").write_bytes(b"\xff\xfe\x00\x00")
+    indexed = invoke("index", tmp_path, "--store", tmp_path / "s", "--json")
+    assert indexed.exit_code == 3
+    skipped = {os.path.basename(item["file"]): item["reason"] for item in json.loads(indexed.stdout)["skipped"]}
+    assert skipped == {"notes.pdf": "skipped (unsupported type .pdf)", "b.txt": "UTF-16 text; convert it to UTF-8"}
+    blank = invoke("search", "  ", "--store", tmp_path / "s")
+    assert blank.exit_code == 2 and "QUESTION" in blank.stderr and "must not be blank" in blank.stderr
+    nothing = invoke("search", "Fogg", "--store", tmp_path / "s", "--where", "title=nope", "--json")
+    assert nothing.exit_code == 0 and json.loads(nothing.stdout)["results"] == []
+    assert "no stored chunk matches title=nope" in nothing.stderr

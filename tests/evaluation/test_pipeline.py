@@ -1,9 +1,11 @@
 """`ragbatch eval` end to end on a real store: retrieval metrics where every rank is known,
 answer metrics from an answers file."""
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
-from helpers import TOPIC_REFERENCES, TOPICS, index, write_files, write_questions
+from helpers import TOPIC_REFERENCES, TOPICS, index, ragbatch_cli, write_files, write_questions
 
 import ragbatch
 from ragbatch.errors import RagbatchError
@@ -50,5 +52,37 @@ def test_eval_scores_answers_from_an_answers_file(store, tmp_path):
 
 def test_reference_without_source_is_one_clear_error(store, tmp_path):
     (tmp_path / "refs.jsonl").write_text('{"id": "x", "question": "Where?"}\n')
-    with pytest.raises(RagbatchError, match="reference 'x' has no \"source\""):
+    with pytest.raises(RagbatchError, match="no reference has a source to score against"):
         ragbatch.evaluate(str(tmp_path / "refs.jsonl"), store / "store")
+
+
+def test_rows_cite_the_passages_with_their_lines(store):
+    rows = ragbatch.evaluate(str(store / "refs.jsonl"), store / "store", ks=[1]).rows
+    etna = next(r for r in rows if r["id"] == "etna")
+    assert etna["ranked_sources"][0] == "volcanoes.txt#L1-L2" and etna["rank"] == 1  # cited as a user would open it
+
+
+def test_references_mostly_outside_the_store_are_one_line(store, tmp_path):
+    refs = write_questions(tmp_path / "refs.jsonl", [{"question": f"Q{i}?", "source": f"other/page{i}.html"} for i in range(3)] + TOPIC_REFERENCES[:1])
+    with pytest.raises(RagbatchError, match=r"3 of 4 references name pages .* does not hold \(e.g. other/page0.html; the store holds e.g. "):
+        ragbatch.evaluate(str(refs), store / "store")
+    cli = ragbatch_cli("eval", refs, "--store", store / "store")
+    assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1 and "use another --store" in cli.stderr
+
+
+def test_answers_that_match_no_reference_are_refused(store, tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"id": ["q-other"], "answer": ["Sicily"]}), tmp_path / "a.parquet")
+    with pytest.raises(RagbatchError, match="answers none of the references' ids"):
+        ragbatch.evaluate(str(store / "refs.jsonl"), store / "store", answers=tmp_path / "a.parquet")
+
+
+def test_a_bad_references_line_is_skipped_and_named(store, tmp_path):
+    lines = [json.dumps(r) for r in TOPIC_REFERENCES[:2]] + ['{"question": "broken', json.dumps({"id": "nosource", "question": "Where?"})]
+    (tmp_path / "refs.jsonl").write_text("\n".join(lines) + "\n")
+    result = ragbatch.evaluate(str(tmp_path / "refs.jsonl"), store / "store")
+    assert result.summary["questions"] == 2 and len(result.summary["errors"]) == 2
+    assert result.summary["errors"][0].startswith(f"{tmp_path / 'refs.jsonl'}:3: not valid JSON")
+    cli = ragbatch_cli("eval", tmp_path / "refs.jsonl", "--store", store / "store", "--json")
+    assert cli.returncode == 3 and "refs.jsonl:3: not valid JSON" in cli.stderr and "'nosource' has no \"source\"" in cli.stderr

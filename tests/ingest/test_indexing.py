@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from helpers import MD, assert_same_chunks, index, stored, write_corpus
 
+import ragbatch
 from ragbatch.errors import RagbatchError, StoreError
-from ragbatch.store.records import unpack
+from ragbatch.store.copies import read_copies
 
 
 @pytest.fixture
@@ -200,6 +201,10 @@ def test_publish_after_index(corpus, tmp_path):
     assert link.is_symlink() and report.published and link.resolve() == (tmp_path / report.published).resolve()
     copy = resolve_store(link, cache_dir=tmp_path / "cache")
     assert json.loads((copy / "manifest.json").read_text())["chunks"] == report.chunks
+    again = index([corpus], tmp_path / "books", publish_root=tmp_path / "shared")
+    assert again.published == report.published and any("nothing published" in line for line in again.notices)
+    named = index([corpus], tmp_path / "books", publish_root=tmp_path / "shared", name="journal")
+    assert (tmp_path / "shared" / "journal").is_symlink() and named.published != report.published
 
 
 def test_thousands_of_queries_at_once_stay_within_sqlite_limits(tmp_path):
@@ -225,31 +230,27 @@ def test_same_named_files_in_two_folders_keep_their_own_chunks(tmp_path):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "notes.txt").write_text("Identical notes about Phileas Fogg.\n")
     report = index([tmp_path / "a" / "notes.txt", tmp_path / "b" / "notes.txt"], tmp_path / "s")
-    assert report.chunks == 2  # identical text, two files: two chunk ids
-    import chromadb
-
-    client = chromadb.PersistentClient(path=str(tmp_path / "s" / "chroma"))
-    try:
-        sources = sorted(unpack(None, m)[1]["source"] for m in client.get_collection("chunks").get(include=["metadatas"])["metadatas"])
-    finally:
-        client.close()
-    assert sources == ["a/notes.txt", "b/notes.txt"]
+    assert report.chunks == 2 and report.copies == 1  # identical text, two files: two chunks, one vector
+    assert [m["source"] for m, _, _ in stored(tmp_path / "s").values()] == ["a/notes.txt"]
+    assert [row["source"] for row in read_copies(tmp_path / "s").values()] == ["b/notes.txt"]
+    [hit] = ragbatch.search("Phileas Fogg notes", tmp_path / "s", k=1)
+    assert (hit.cited, hit.also) == ("a/notes.txt#L1", ("b/notes.txt#L1",))
 
 
 def test_the_store_format_says_who_can_read_it(corpus, tmp_path):
-    """Packed records (format 2) are unreadable to a ragbatch that wrote format 1: a run
-    that writes records marks the store 2; a store of a newer format is refused in one line."""
+    """Packed records and copies (format 3) are unreadable to a ragbatch that wrote format 1:
+    a run that writes records marks the store 3; a store of a newer format is refused in one line."""
     store = tmp_path / "store"
     index([corpus], store)
     path = store / "manifest.json"
     manifest = json.loads(path.read_text())
-    assert manifest["format"] == 2
+    assert manifest["format"] == 3
     path.write_text(json.dumps({**manifest, "format": 1}))
     index([corpus], store)  # nothing written: the store stays what it was
     assert json.loads(path.read_text())["format"] == 1
     (corpus / "guide.md").write_text(MD + "\n## More\n\nA new section to embed.\n")
     assert index([corpus], store).embedded > 0
-    assert json.loads(path.read_text())["format"] == 2
-    path.write_text(json.dumps({**manifest, "format": 3}))
-    with pytest.raises(StoreError, match=r"written by a newer ragbatch \(store format 3, this one reads up to 2\)"):
+    assert json.loads(path.read_text())["format"] == 3
+    path.write_text(json.dumps({**manifest, "format": 4}))
+    with pytest.raises(StoreError, match=r"written by a newer ragbatch \(store format 4, this one reads up to 3\)"):
         index([corpus], store)

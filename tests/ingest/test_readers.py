@@ -341,7 +341,7 @@ def test_discover_directory(docs):
     assert [f["relpath"] for f in found.files] == ["a.md", "b.txt", "sub/c.html", "sub/deeper/d.htm"]
     assert {f["root"] for f in found.files} == {str(docs)}
     assert found.files[2]["path"] == str(docs / "sub" / "c.html")
-    assert found.skipped == [
+    assert [str(e) for e in found.skipped] == [
         f"{docs / 'README'}: skipped (unsupported type without extension)",
         f"{docs / 'report.pdf'}: skipped (unsupported type .pdf)",
     ]
@@ -371,7 +371,7 @@ def test_discover_file_glob_missing_and_duplicates(docs, monkeypatch):
         "missing.txt: no such file or directory",
         "docs/*.rst: no files match this pattern",
     ]
-    assert found.skipped == ["docs/report.pdf: skipped (unsupported type .pdf)"]
+    assert [str(e) for e in found.skipped] == ["docs/report.pdf: skipped (unsupported type .pdf)"]
 
 
 def test_discovered_files_read_with_relative_sources(docs):

@@ -55,27 +55,57 @@ def test_local_executor_embeds_while_reading(monkeypatch, tmp_path):
 
     def fn(file):
         read.append(file["path"])
-        return [{"id": f"{file['path']}-{i}", "path": file["path"], "text": "x" * i, "error": ""} for i in range(3)]
+        return [{"id": f"{file['path']}-{i}", "path": file["path"], "text": f"{file['path']} {i}", "key": f"{file['path']}-{i}", "error": ""} for i in range(3)]
+
+    class Loader:
+        spec = type("Spec", (), {"name": "a model"})
+
+        def __call__(self):
+            return Model()
 
     files = [{"path": f"f{n}"} for n in range(5)]
-    embedded_after = []
-    for _seen, block, vectors, _ in LocalExecutor(None).stream(files, fn, {"f0-0"}, lambda: Model()):
-        if block:
+    embedded_after, found = [], 0
+    for block in LocalExecutor(None).stream(files, fn, {"f0-0"}, set(), Loader()):
+        found += block.queued or 0
+        if block.new:
             embedded_after.append(len(read))
-            assert vectors.shape == (len(block), 3)
+            assert block.vectors.shape == (len(block.new), 3)
     assert embedded_after[0] < len(files)  # embedding started before the last file was read
     assert sum(1 for _ in embedded_after) >= 3
+    assert found == 14  # every chunk but the stored one, counted as it was read
 
 
-def test_embed_actor_skips_stored_ids():
-    from ragbatch.ingest.ray_executor import _EmbedActor
+def test_local_executor_embeds_each_text_once():
+    """A chunk whose text is known, or queued already, is not embedded (one vector per text)."""
+    from ragbatch.ingest.local_executor import LocalExecutor
+
+    rows = [{"id": f"c{i}", "path": "f", "text": "same", "key": "k-same" if i % 2 else f"k{i}", "error": ""} for i in range(6)]
+
+    class Loader:
+        spec = type("Spec", (), {"name": "a model"})
+
+        def __call__(self):
+            return type("Model", (), {"seconds": 0.0, "embed_documents": lambda self, texts: np.ones((len(texts), 2), dtype=np.float32)})()
+
+    blocks = list(LocalExecutor(None).stream([{"path": "f"}], lambda f: rows, set(), {"k4"}, Loader()))
+    embedded = [row["id"] for block in blocks for row in block.new]
+    seen = [row["id"] for block in blocks for row in block.seen]
+    assert sorted(embedded) == ["c0", "c1", "c2"] and sorted(seen) == ["c3", "c4", "c5"]
+
+
+def test_embed_actor_skips_stored_ids_known_texts_and_repeats_in_a_batch():
+    from ragbatch.ingest.ray_executor import _EmbedActor, sorted_bytes
 
     actor = _EmbedActor.__new__(_EmbedActor)
-    actor.stored = np.sort(np.array([b"b" * 32, b"d" * 32]))
-    got = actor._is_stored(np.array(["a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32]))
-    assert got.tolist() == [False, True, False, True, False]
-    actor.stored = np.array([], dtype="S32")
-    assert actor._is_stored(np.array(["a" * 32])).tolist() == [False]
+    actor.stored, actor.known = sorted_bytes(["b" * 32, "d" * 32]), sorted_bytes(["kx"])
+    batch = {
+        "id": np.array(["a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32, "f" * 32]),
+        "key": np.array(["ka", "kb", "kx", "kd", "ke", "ka"], dtype=object),
+        "error": np.array(["", "", "", "", "", ""]),
+    }
+    assert actor._is_new(batch).tolist() == [True, False, False, False, True, False]
+    actor.stored = actor.known = None
+    assert actor._is_new({**batch, "error": np.array(["", "", "", "", "bad", ""])}).tolist() == [True, True, True, True, False, False]
 
 
 def test_cpu_pool_leaves_room_for_reading():
@@ -112,7 +142,7 @@ def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monke
     files = [{"path": str(hidden / f"{n}.txt"), "root": str(hidden), "relpath": f"{n}.txt"} for n in range(3)]
     rows = [
         row
-        for seen, *_ in RayExecutor(make_progress(False)).stream(files, lambda f: read_and_chunk(f, chunker), set(), EmbedderLoader(spec, "cpu", 32))
+        for seen, *_ in RayExecutor(make_progress(False)).stream(files, lambda f: read_and_chunk(f, chunker), set(), set(), EmbedderLoader(spec, "cpu", 32))
         for row in seen
     ]
     assert len(rows) == 3 and all(row["fatal"].startswith(f"{hidden}: not visible on ") for row in rows)
@@ -182,7 +212,7 @@ def test_an_embed_actor_that_cannot_reach_the_server_stops_the_run_in_one_line(t
     spec = resolve_embedder("all-MiniLM-L6-v2")
     rows = read_and_chunk(readers.discover([str(tmp_path / "a.txt")]).files[0], Chunker(describe_embedder(spec).tokenizer_json, ChunkingParams(48, 4)))
     batch = {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
-    actor = _EmbedActor(spec.as_dict(), "cpu", 8, None, [], server=ServerAddress(url, "ragbatch-x"))
+    actor = _EmbedActor(spec.as_dict(), "cpu", 8, None, [], [], server=ServerAddress(url, "ragbatch-x"))
     out = actor(batch)
     assert not out["new"].any() and "embedding" not in out and set(out["writer"]) == {""}
     assert len(rows) > 1 and len({str(f) for f in out["fatal"]}) == 1

@@ -121,7 +121,7 @@ def test_html_report_is_self_contained(store, tmp_path):
     assert not re.search(r"(src|href)=|https?://(?!www\.w3\.org/2000/svg)|<script|<link", page)  # nothing fetched, no script
     for mode in ("hybrid", "dense", "bm25"):
         assert f'<td class="l">{mode}</td>' in page  # one summary row per mode
-    assert "worst misses" in page
+    assert "questions whose right page ranked lowest with hybrid" in page
 
 
 @pytest.mark.slow

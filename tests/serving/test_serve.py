@@ -104,10 +104,12 @@ def test_unknown_store_and_taken_port_fail_at_start_with_one_line(site, tmp_path
 
 
 def test_health_and_search_match_the_search_command(site, client):
+    assert "Triton" not in site["server"].log.read_text()  # vLLM's import-time notices, from either process
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["llm"] == "smollm2-135m-instruct" and health["embedder"] == "all-MiniLM-L6-v2"
     served = client.post("/search", json={"question": CAPITAL, "k": 2, "retrieval": "hybrid"}).json()
-    assert served["store"] == health["version"] and [r["rank"] for r in served["results"]] == [1, 2]
+    assert served["store"] == health["store"] == str(site["link"])  # as the CLI names it: the path given
+    assert served["version"] == health["version"] and [r["rank"] for r in served["results"]] == [1, 2]
     assert "Zubrowka" in served["results"][0]["text"] or "Marsovia" in served["results"][0]["text"]
     command = ragbatch("search", CAPITAL, "--store", site["link"], "--k", 2, "--json", env=site["env"])
     assert command.returncode == 0, command.stderr
@@ -131,7 +133,7 @@ def test_ask_route_gives_the_ask_command_row(site, client, tmp_path):
     columns = [name for name, _ in BASE_COLUMNS] + ["prompt_tokens_cl100k_base", "completion_tokens_cl100k_base"]
     assert {c: answer[c] for c in columns} == {c: row[c] for c in columns}
     assert answer["prompt_tokens"] > 0 and answer["cost_usd"] == pytest.approx((answer["prompt_tokens"] + 2 * answer["completion_tokens"]) / 1e6)
-    assert answer["store"] == client.get("/health").json()["version"]
+    assert answer["store"] == str(site["link"]) and answer["version"] == client.get("/health").json()["version"]
 
 
 def test_ask_streams_tokens_then_the_row(client):
@@ -210,7 +212,9 @@ def test_bad_input_gets_its_status_and_field(client):
     assert field(client.post("/ask", json={"question": "   "})) == [("body", "question")]
     assert field(client.post("/search", json={"question": CAPITAL, "retrieval": "fuzzy"})) == [("body", "retrieval")]
     assert field(client.post("/search", json={"question": CAPITAL, "colour": "red"})) == [("body", "colour")]
-    assert field(client.post("/search", json={"question": CAPITAL, "where": {"colour": "red"}})) == [("body", "where")]
+    unknown = client.post("/search", json={"question": CAPITAL, "where": {"colour": "red"}})
+    assert field(unknown) == [("body", "where")]
+    assert unknown.json()["detail"][0]["msg"].startswith("where colour: chunks have no such field")  # the field, not a CLI option
     assert field(client.post("/ask", json={"question": CAPITAL, "max_tokens": 4096})) == [("body", "max_tokens")]
     assert field(client.post("/ask", content=b"{not json", headers={"content-type": "application/json"}))[0][0] == "body"
     assert field(client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "system", "content": "hi"}]})) == [("body", "messages")]
@@ -251,17 +255,17 @@ def test_hot_reload_when_the_link_switches(site, client):
     with client.stream("POST", "/ask", json=body) as response:
         lines = response.iter_lines()
         first = [next(lines), next(lines)]
-        assert first[0] == "event: sources" and json.loads(first[1][6:])["store"] == old
-        # In flight on the old version, the link switches to a new one.
-        version = publish(site["next"], site["published"])
+        assert first[0] == "event: sources" and json.loads(first[1][6:])["version"] == old
+        # In flight on the old version, the link switches to a new one (another store: forced).
+        version = publish(site["next"], site["published"], force=True).version
         fresh = client.post("/search", json={"question": CAPITAL, "k": 1}).json()
-        assert fresh["store"] == version.name != old
+        assert fresh["version"] == version.name != old
         assert "Marsovia" in fresh["results"][0]["text"]
         answer = client.post("/ask", json={"question": CAPITAL, "k": 1, "max_tokens": 24}).json()
-        assert answer["store"] == version.name and answer["chunk_ids"] == [fresh["results"][0]["chunk_id"]]
+        assert answer["version"] == version.name and answer["chunk_ids"] == [fresh["results"][0]["chunk_id"]]
         rest = [(name, data) for name, data in events_of(lines)]
     # The request in flight finished on the old version, complete.
-    assert rest[-1][0] == "answer" and rest[-1][1]["store"] == old and rest[-1][1]["completion_tokens"] == 64
+    assert rest[-1][0] == "answer" and rest[-1][1]["version"] == old and rest[-1][1]["completion_tokens"] == 64
     assert client.get("/health").json()["version"] == version.name
     assert metrics(client)["ragbatch_store_reloads_total"] == reloads + 1
     assert site["server"].proc.poll() is None  # nothing restarted

@@ -19,15 +19,20 @@ from ragbatch.store import published as store_cache
 from ragbatch.store.filetree import CHECKSUMS
 from ragbatch.store.local import LocalVectors
 from ragbatch.store.manifest import ChunkingParams, Manifest, write_manifest
-from ragbatch.store.publish import publish
+from ragbatch.store.publish import publish as publish_store
 from ragbatch.store.published import is_published, resolve_store
 
 REPO = ROOT
 
 
-def make_store(path: Path, n: int, collection: str = "docs", chunks: int | None = None) -> Path:
+def publish(store: Path, root: Path, **options) -> Path:
+    """The version publishing `store` made (or found unchanged)."""
+    return publish_store(store, root, **options).version
+
+
+def make_store(path: Path, n: int, collection: str = "docs", chunks: int | None = None, store_id: str = "books") -> Path:
     """A store of `n` random 8-dim vectors, written through the store's own classes; the
-    manifest claims `chunks` (default n)."""
+    manifest claims `chunks` (default n). Stores of one `store_id` are one store's states."""
     spec = EmbedderSpec("random-8", "/nowhere", "local")
     vectors = LocalVectors(path, collection, create=True)
     rng = np.random.default_rng(n)
@@ -37,7 +42,7 @@ def make_store(path: Path, n: int, collection: str = "docs", chunks: int | None 
     (path / "bm25").mkdir()
     (path / "bm25" / "vocab.json").write_text(json.dumps({"n": n}))
     manifest = Manifest.new(spec, 8, ChunkingParams(16, 0), collection)
-    manifest.chunks = n if chunks is None else chunks
+    manifest.chunks, manifest.store_id = n if chunks is None else chunks, store_id
     write_manifest(path, manifest)
     return path
 
@@ -114,7 +119,7 @@ def test_second_publish_switches_link_and_keep_prunes_oldest(stores, tmp_path):
 def test_refuses_manifest_count_that_differs_from_chroma(stores, tmp_path):
     store = fresh(stores, 30, tmp_path)
     (store / "manifest.json").write_text(json.dumps({**json.loads((store / "manifest.json").read_text()), "chunks": 31}))
-    with pytest.raises(StoreError, match=r"manifest says 31 chunks .* holds 30 vectors"):
+    with pytest.raises(StoreError, match=r"manifest says 31 distinct chunks .* holds 30 vectors"):
         publish(store, tmp_path / "shared")
     assert not (tmp_path / "shared" / "books.versions").exists()
 
@@ -307,3 +312,43 @@ def test_deleted_hnsw_files_are_found_though_chroma_still_counts_every_vector(tm
     assert chroma_count(store) == 3000  # Chroma itself does not notice
     with pytest.raises(StoreError, match=r"its vector index \(HNSW files\) is damaged or missing"):
         publish(store, tmp_path / "shared")
+
+
+# --- names belong to one store; an unchanged store publishes nothing -----------------------
+
+
+def test_a_name_published_by_another_store_is_refused_unless_forced(indexed_store, tmp_path):
+    novel = indexed_store({"around.txt": "Phileas Fogg lived at Saville Row.\n"}, name="default")
+    squad = indexed_store({"super_bowl.txt": "Denver won Super Bowl 50.\n"}, name="default")  # every project's default store
+    root = tmp_path / "shared"
+    first = publish_store(squad, root)
+    with pytest.raises(StoreError, match=r"shared/default: publishes another store \(from ") as refused:
+        publish_store(novel, root)
+    assert "publish under another name, or pass force" in str(refused.value)
+    assert os.path.realpath(root / "default") == str(first.version)  # readers and servers still see SQuAD
+    renamed = publish_store(novel, root, name="novel")
+    assert renamed.link == root / "novel" and os.path.realpath(root / "novel") == str(renamed.version)
+    forced = publish_store(novel, root, force=True)
+    assert os.path.realpath(root / "default") == str(forced.version) and not forced.unchanged
+
+
+def test_publishing_an_unchanged_store_makes_no_version(indexed_store, tmp_path):
+    import ragbatch
+
+    store = indexed_store({"around.txt": "Phileas Fogg lived at Saville Row.\nPassepartout was his servant.\n"})
+    root = tmp_path / "shared"
+    first = publish_store(store, root)
+    ragbatch.search("Who was Fogg's servant?", store)  # opening Chroma rewrites its files, not its content
+    again = publish_store(store, root)
+    assert again.unchanged and again.version == first.version
+    assert len(list((root / "store.versions").iterdir())) == 1
+    (store.parent / "around.txt").write_text("Phileas Fogg lived at Saville Row.\nPassepartout was his new servant.\n")
+    ragbatch.index(store.parent / "around.txt", store=store)
+    changed = publish_store(store, root)
+    assert not changed.unchanged and changed.version != first.version
+
+
+def test_names_that_would_leave_the_root_are_refused(stores, tmp_path):
+    for name in ("../x", ".hidden", "a/b"):
+        with pytest.raises(RagbatchError, match="name"):
+            publish_store(fresh(stores, 30, tmp_path / name.replace("/", "_")), tmp_path / "shared", name=name)
