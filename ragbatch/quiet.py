@@ -19,6 +19,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings (vLLM's NUMA notice)
+    # torch's Python loggers, set at torch's import in every process (vLLM's engine core
+    # too): "Triton not available" on CPU installs, where Triton is left out on purpose.
+    os.environ.setdefault("TORCH_LOGS", "-torch")
     import logging
     import warnings
 

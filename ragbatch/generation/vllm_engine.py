@@ -108,6 +108,7 @@ def quiet_vllm() -> None:
     # warnings (e.g. "Triton is installed, but doesn't include CPU backend") go to stderr.
     logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # c10's NUMA binding notice
+    os.environ.setdefault("TORCH_LOGS", "-torch")  # "Triton not available" (Triton is left out on CPU)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 

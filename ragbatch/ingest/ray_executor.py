@@ -349,7 +349,7 @@ class RayExecutor:
             )
         )
         arrived: set[str] = set()  # paths with rows back
-        batches = dataset.iter_batches(batch_format="numpy", batch_size=None)
+        batches = iter(dataset.iter_batches(batch_format="numpy", batch_size=None))
         with working(self.progress, f"Starting Ray Data, loading {embedder.spec.name}"):
             first = next(batches, None)  # the pipeline starts, and the actors load the model
         for batch in itertools.chain([first] if first is not None else [], batches):

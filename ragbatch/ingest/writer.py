@@ -122,9 +122,9 @@ class WriteLoop:
         self.store, self.manifest, self.vectors, self.report, self.progress = store, manifest, vectors, report, progress
         self.existing = vectors.existing()  # representatives: chunks with a vector
         self.lagging = stored_count(store) != len(self.existing)  # a crash, or a store older than BM25
-        # Copies whose representative is gone (a crash between the two writes) are not
-        # stored: their chunks are taken up again.
-        self.copies = {cid: row for cid, row in read_copies(store).items() if row["rep"] in self.existing}
+        # Copies whose representative is gone, or that hold a vector themselves (a crash
+        # between the two writes), are not copies: their chunks are taken up again.
+        self.copies = {cid: row for cid, row in read_copies(store).items() if row["rep"] in self.existing and cid not in self.existing}
         self.rep_of: dict[str, str] = {}  # text key -> its representative
         twins = []  # stored vectors of a text stored twice (stores before format 3)
         for chunk_id in sorted(self.existing):
@@ -161,7 +161,7 @@ class WriteLoop:
         vectors are deleted at the end); returns their ids."""
         for chunk_id, _, fields in self.vectors.get(twins, text=False):
             stored = self.existing.pop(chunk_id)
-            self.copies[chunk_id] = {**fields, "id": chunk_id, "rep": self.rep_of[stored.key]}
+            self.copies[chunk_id] = {**fields, "id": chunk_id, "key": stored.key, "rep": self.rep_of[stored.key]}
         return twins
 
     def take(self, block: StreamBlock, writer: BackgroundWriter) -> None:
@@ -245,14 +245,14 @@ class WriteLoop:
         self.report.embedded += len(chunks)
         self.progress.advance(self.embed_task, len(chunks))
 
-    def _promote(self, stale: list[str]) -> tuple[list[dict], list[str]]:
+    def _promote(self, stale: list[str]) -> list[dict]:
         """Representatives about to go whose text a surviving copy has: that copy takes
-        over the vector. Returns (new representatives, their old ids)."""
+        over the vector. Returns the new representatives."""
         doomed = set(stale)
         survivors = {rep: [c for c in copies if c["id"] not in doomed] for rep, copies in by_rep(self.copies).items() if rep in doomed}
         heirs = {rep: copies[0] for rep, copies in survivors.items() if copies}
         if not heirs:
-            return [], []
+            return []
         vectors = self.vectors.embeddings(list(heirs))
         texts = {chunk_id: text for chunk_id, text, _ in self.vectors.get(list(heirs))}
         promoted = []
@@ -268,7 +268,7 @@ class WriteLoop:
 
         self.vectors.upsert(promoted, np.asarray([vectors[rep] for rep in heirs], dtype=np.float32))
         self.lexical.add((c["id"], indexed_text(c)) for c in promoted)
-        return promoted, list(heirs)
+        return promoted
 
     def finish(self, files: list[dict]) -> None:
         """After the writer: promote, delete what is stale, save copies, BM25 and the manifest."""
@@ -283,7 +283,7 @@ class WriteLoop:
         stale_copies = stale_ids({cid: (row["path"], row["root"]) for cid, row in self.copies.items()}, self.current, read_ok, discovered, dir_roots)
         for chunk_id in stale_copies:
             del self.copies[chunk_id]
-        promoted, replaced = self._promote(stale)
+        promoted = self._promote(stale)
         if self.moved:
             vectors.update_places(self.moved)  # after the writer: one thread writes Chroma at a time
         gone = stale + self.folded + self.late

@@ -127,3 +127,15 @@ def test_the_ray_executor_keeps_one_vector_per_text_too(tmp_path):
     assert stored(tmp_path / "ray").keys() == stored(tmp_path / "local").keys()
     assert read_copies(tmp_path / "ray") == read_copies(tmp_path / "local")
     assert ragbatch.check(tmp_path / "ray").chunks == ray.chunks
+
+
+def test_a_long_line_of_one_repeated_word_is_searched_the_same_way_every_time(tmp_path):
+    """A 1 MB one-line file gave different results for `search 東京` on each run."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tokyo.txt").write_text("東京" * 170_000 + "\n")  # 1 MB of UTF-8 on one line
+    (docs / "kyoto.txt").write_text("京都は日本の古い都です。\n")
+    report = index(docs, tmp_path / "s", executor="local", chunk_size=None, chunk_overlap=None)
+    assert report.copies > 100 and report.embedded < 10
+    runs = [[(h.chunk_id, round(h.score, 5)) for h in ragbatch.search("東京", tmp_path / "s", k=3, retrieval="dense")] for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2] and len(runs[0]) == min(3, report.embedded)
