@@ -131,10 +131,11 @@ def check(store: PathLike | None = None) -> StoreHealth:
     return health
 
 
-def open_store(store: PathLike | None = None, notify: Notify | None = None) -> StoreReader:
+def open_store(store: PathLike | None = None, notify: Notify | None = None, wait: float | None = None) -> StoreReader:
     """A store open for reading (`manifest`, `vectors`, `lexical`); close it when done, or
-    use it in a `with` block."""
-    return open_store_reader(_store(store), notify=notify)
+    use it in a `with` block. While an index run writes a local store it waits (saying so
+    to `notify`, else on stderr), at most `wait` seconds when given."""
+    return open_store_reader(_store(store), notify=notify, wait=wait)
 
 
 def search(
@@ -150,14 +151,16 @@ def search(
     device: str = "auto",
     selection: Selection | None = None,
     notify: Notify | None = None,
+    wait: float | None = None,
 ) -> list[Hit]:
     """The passages ranked for one question: Hits with `text`, `source`, `cited`, `score`.
     `selection` replaces k, retrieval, where, source_prefix and the limits when given;
-    `notify` hears of a wait for an index run, or of a filter that matches nothing."""
+    `notify` hears of a wait for an index run (at most `wait` seconds when given), or of a
+    filter that matches nothing."""
     if not question.strip():
         raise RagbatchError("the question is blank: give words to search for")
     selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page)
-    retriever = Retriever.open(_store(store), device=device, modes=(selection.mode,), notify=notify)
+    retriever = Retriever.open(_store(store), device=device, modes=(selection.mode,), notify=notify, wait=wait)
     try:
         return retriever.search([question], selection)[0]
     finally:
@@ -203,6 +206,7 @@ def ask(
     vllm_args: dict | None = None,
     part_rows: int = 64,
     device: str = "auto",
+    wait: float | None = None,
     selection: Selection | None = None,
     generation: GenerationOptions | None = None,
     progress=None,
@@ -238,6 +242,7 @@ def ask(
         resume=resume,
         overwrite=overwrite,
         part_rows=part_rows,
+        wait=wait,
     )
     if progress is not None:
         report = run_ask(options, progress, notify=notify or _quiet)
@@ -268,6 +273,7 @@ def evaluate(
     max_per_page: int = 0,
     device: str = "auto",
     selection: Selection | None = None,
+    wait: float | None = None,
     progress=None,
     notify: Notify | None = None,
 ) -> EvalResult:
@@ -285,6 +291,7 @@ def evaluate(
         device=device,
         report=Path(report) if report else None,
         selection=selection,
+        wait=wait,
     )
     if progress is not None:
         return EvalResult(*run_evaluate(options, progress, notify or _quiet))

@@ -1,11 +1,13 @@
 import os
+import subprocess
+import sys
 
 # Tests never reach the real Hugging Face hub (it is not reachable here, and a test must not
 # depend on it): the tests of downloading run a fake hub in a subprocess without this.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-from helpers import FACTS, index, write_files  # noqa: E402
+from helpers import FACTS, ROOT, index, write_files  # noqa: E402
 
 
 # --- one way to get an indexed store: files in, a store folder out ---
@@ -57,3 +59,28 @@ def chroma_server(tmp_path_factory):
 
     with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
         yield server
+
+
+# --- a store an index run is writing: another process holding the real write lock ---
+HOLDER = """
+import sys, time
+from pathlib import Path
+from ragbatch.store.locks import store_lock
+with store_lock(Path(sys.argv[1]), command="ragbatch index") as status:
+    status.progress("3 of 9 files read, 40 of ~120 chunks embedded")
+    status._save()
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test lets go
+"""
+
+
+@pytest.fixture
+def held_store(tmp_path):
+    """A store whose write lock another process holds, as an index run does."""
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    yield store, proc
+    if proc.poll() is None:
+        proc.stdin.close()
+        proc.wait(timeout=30)

@@ -66,6 +66,7 @@ class AskOptions:
     resume: bool = False
     overwrite: bool = False
     part_rows: int = PART_ROWS
+    wait: float | None = None  # seconds to wait for an index run writing the store (None: until it ends)
 
 
 @dataclass
@@ -230,7 +231,7 @@ def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], wri
         setup = settings.prepare(options.generation, inputs)
     selection = options.selection
     with working(progress, f"Loading {report.embedder}"):
-        retriever = Retriever.open(options.store, device=setup.device, modes=(selection.mode,), notify=notify)
+        retriever = Retriever.open(options.store, device=setup.device, modes=(selection.mode,), notify=notify, wait=options.wait)
     try:
         report.embedder = retriever.spec.name
         task = progress.add_task("Retrieving", total=len(todo))

@@ -15,7 +15,7 @@ import click
 from ragbatch import api
 from ragbatch.cli import render
 from ragbatch.cli.errors import EXIT_PARTIAL, handle_errors, say
-from ragbatch.cli.options import READ_STORE_HELP, device_option, generation_options, json_option, parse_ks, selection_options, store_option
+from ragbatch.cli.options import READ_STORE_HELP, device_option, generation_options, json_option, parse_ks, selection_options, store_option, wait_option
 from ragbatch.ingest.pipeline import EXECUTORS
 from ragbatch.progress import make_progress
 from ragbatch.quiet import quiet_libraries
@@ -120,6 +120,7 @@ def check(store, as_json):
 )
 @selection_options()
 @generation_options
+@wait_option
 @json_option
 def ask(questions, as_json, resume, overwrite, **options):
     """Answer every question in QUESTIONS (JSONL, CSV, Parquet, text, or - for stdin) into Parquet."""
@@ -143,12 +144,13 @@ def ask(questions, as_json, resume, overwrite, **options):
 @store_option(READ_STORE_HELP)
 @selection_options()
 @device_option
+@wait_option
 @json_option
-def search(question, store, selection, device, as_json):
+def search(question, store, selection, device, wait, as_json):
     """Show the passages ranked for one QUESTION."""
     if not question.strip():
         raise click.BadParameter("must not be blank", param_hint="QUESTION")
-    results = ranked_sources(api.search(question, store=store, selection=selection, device=device, notify=say))
+    results = ranked_sources(api.search(question, store=store, selection=selection, device=device, notify=say, wait=wait))
     if as_json:
         click.echo(json.dumps({"question": question, "store": str(store), "retrieval": selection.mode, "results": results}))
     else:
@@ -161,14 +163,29 @@ def search(question, store, selection, device, as_json):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--replicas", type=click.IntRange(1), help="Run as a Ray Serve deployment with N replicas (also when RAY_ADDRESS is set) [default: one process].")
+@click.option(
+    "--api-key",
+    envvar="RAGBATCH_API_KEY",
+    show_envvar=True,
+    help="Require `Authorization: Bearer KEY` on every route but /health (OpenAI clients' api_key).",
+)
+@click.option("--max-concurrency", default=64, show_default=True, type=click.IntRange(1), help="Requests handled at once; more wait in a queue.")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(0), help="Requests waiting for a slot; past it, 429 with Retry-After.")
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1), help="Largest request body (413 past it).")
+@click.option("--max-question-chars", default=20_000, show_default=True, type=click.IntRange(1), help="Longest question (413 past it, before tokenising).")
+@click.option("--max-answer-tokens", default=4096, show_default=True, type=click.IntRange(1), help="Largest max_tokens a request may ask for (422 past it).")
+@click.option(
+    "--request-timeout", default=600.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS", help="Stop a request after this long (504; 0: never)."
+)
 @generation_options
-def serve(store, host, port, replicas, generation):
+def serve(store, host, port, replicas, generation, request_timeout, **limits):
     """Answer questions over HTTP: /search, /ask, OpenAI's /v1/chat/completions, /health, /metrics."""
     # The serving package imports FastAPI, pydantic and uvicorn at its top: only `serve` pays for them.
-    from ragbatch.serving.options import ServeOptions, prepare
+    from ragbatch.serving.options import Limits, ServeOptions, prepare
     from ragbatch.serving.server import serve as run_server
 
-    options = ServeOptions(store=store, host=host, port=port, replicas=replicas, generation=generation)
+    bounds = Limits(request_timeout=request_timeout or None, **limits)
+    options = ServeOptions(store=store, host=host, port=port, replicas=replicas, generation=generation, limits=bounds)
     debug = click.get_current_context().find_root().params.get("debug", False)
     run_server(prepare(options), notify=say, debug=debug)
 
@@ -188,6 +205,7 @@ def serve(store, host, port, replicas, generation):
 )
 @selection_options(mode_and_k=False)
 @device_option
+@wait_option
 @json_option
 def eval_command(references, ks, as_json, **options):
     """Measure retrieval (and answer) quality against REFERENCES (JSONL with question and source)."""

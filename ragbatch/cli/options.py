@@ -35,6 +35,12 @@ def store_option(help: str):
 
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+wait_option = click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="While an index run writes a local store, wait at most this long, then fail [default: until the run ends].",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of tables.")
 
 

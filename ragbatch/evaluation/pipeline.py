@@ -37,6 +37,7 @@ class EvalOptions:
     device: str = "auto"
     report: Path | None = None  # a self-contained HTML page (see report.py)
     selection: Selection = field(default_factory=Selection)  # filter and diversity limits; its mode and k are the ones above
+    wait: float | None = None  # seconds to wait for an index run writing the store (None: until it ends)
 
 
 # More than this share of references naming sources the store lacks is a mistake (the
@@ -101,7 +102,7 @@ def evaluate(options: EvalOptions, progress, notify=lambda line: None) -> tuple[
     depth = max(max(options.ks), REPORT_DEPTH if options.report else 0)
     selection = Selection(modes[0], depth, options.selection.chunk_filter, options.selection.max_per_section, options.selection.max_per_page)
     with working(progress, "Loading the store's embedder"):
-        retriever = Retriever.open(options.store, device=options.device, modes=modes, notify=notify)
+        retriever = Retriever.open(options.store, device=options.device, modes=modes, notify=notify, wait=options.wait)
     try:
         store_pages = {page_of(fields.get("source", "")) for _, fields in retriever.store.vectors.scan()}
         store_pages |= {page_of(copy["source"]) for copies in retriever.store.copies.values() for copy in copies}

@@ -22,7 +22,7 @@ from ragbatch.ingest.report import IndexReport
 from ragbatch.ingest.stages import read_and_chunk
 from ragbatch.ingest.writer import write_store
 from ragbatch.models.embedder import EmbedderInfo, EmbedderLoader, EmbedderSpec, describe_embedder, new_store_embedder, resolve_embedder
-from ragbatch.store.locks import store_lock
+from ragbatch.store.locks import WriterStatus, store_lock
 from ragbatch.store.manifest import ChunkingParams, Manifest, read_manifest, write_manifest
 from ragbatch.store.publish import origin_of, publish
 from ragbatch.store.server import collection_name, connect, settle_url
@@ -100,11 +100,11 @@ def index(options: IndexOptions, progress) -> IndexReport:
     store = Path(options.store)
     if options.chroma:  # a bad, refused or unreachable URL fails before the store is created
         _settle_server(store, read_manifest(store), options.chroma)
-    with store_lock(store):  # held until the run (and its publish) ends
-        return _index_locked(options, progress, store, files, report, started)
+    with store_lock(store, command="ragbatch index") as status:  # held until the run (and its publish) ends
+        return _index_locked(options, progress, store, files, report, started, status)
 
 
-def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict], report: IndexReport, started: float) -> IndexReport:
+def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict], report: IndexReport, started: float, status: WriterStatus) -> IndexReport:
     manifest = read_manifest(store)
     spec, info, params = settle_settings(options, manifest, report.notices)
     if manifest:
@@ -122,7 +122,7 @@ def _index_locked(options: IndexOptions, progress, store: Path, files: list[dict
             manifest.origin = origin_of(store)
             write_manifest(store, manifest)
         chunker = Chunker(info.tokenizer_json, params)
-        write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress)
+        write_store(store, manifest, executor, loader, files, lambda f: read_and_chunk(f, chunker), report, progress, status)
     finally:
         executor.close()
     report.skipped_files = len(report.errors) + len(report.skipped)

@@ -28,6 +28,7 @@ from ragbatch.ingest.report import IndexReport
 from ragbatch.models.embedder import EmbedderLoader
 from ragbatch.store.copies import by_rep, read_copies, write_copies
 from ragbatch.store.lexical_build import LexicalBuilder, stored_count
+from ragbatch.store.locks import WriterStatus
 from ragbatch.store.manifest import FORMAT, Manifest, now, write_manifest
 from ragbatch.store.records import PLACE_FIELDS, indexed_text, place_of
 from ragbatch.store.vectors import Vectors, open_vectors, server_address
@@ -118,8 +119,9 @@ def stale_ids(stored: Mapping[str, tuple], current: set[str], read_ok: set[str],
 class WriteLoop:
     """One index run's writes into an open store (see write_store)."""
 
-    def __init__(self, store: Path, manifest: Manifest, vectors: Vectors, report: IndexReport, progress, files: list[dict]):
+    def __init__(self, store: Path, manifest: Manifest, vectors: Vectors, report: IndexReport, progress, files: list[dict], status: WriterStatus | None = None):
         self.store, self.manifest, self.vectors, self.report, self.progress = store, manifest, vectors, report, progress
+        self.status = status
         self.existing = vectors.existing()  # representatives: chunks with a vector
         self.lagging = stored_count(store) != len(self.existing)  # a crash, or a store older than BM25
         # Copies whose representative is gone, or that hold a vector themselves (a crash
@@ -148,6 +150,7 @@ class WriteLoop:
         # the executor cannot say before embedding them, an estimate from the bytes read).
         self.sizes = {f["path"]: os.path.getsize(f["path"]) if os.path.exists(f["path"]) else 0 for f in files}
         self.bytes_read = 0
+        self.files_read = 0
         self.to_embed = 0
         self.read_task = progress.add_task("Reading", total=len(files))
         self.embed_task = progress.add_task("Embedding", total=None)
@@ -175,6 +178,11 @@ class WriteLoop:
         elif self.bytes_read:  # embedded so far, scaled by the bytes still to read
             self.to_embed = round(self.report.embedded * max(1.0, sum(self.sizes.values()) / self.bytes_read))
         self.progress.update(self.embed_task, total=max(self.to_embed, self.report.embedded))
+        if self.status is not None:
+            self.files_read += len(block.read)
+            self.status.progress(
+                f"{self.files_read} of {len(self.sizes)} files read, {self.report.embedded} of ~{max(self.to_embed, self.report.embedded)} chunks embedded"
+            )
 
     def _seen(self, rows: list[dict]) -> None:
         for row in rows:
@@ -316,17 +324,26 @@ class WriteLoop:
 
 
 def write_store(
-    store: Path, manifest: Manifest, executor: Executor, loader: EmbedderLoader, files: list[dict], read: ReadFile, report: IndexReport, progress
+    store: Path,
+    manifest: Manifest,
+    executor: Executor,
+    loader: EmbedderLoader,
+    files: list[dict],
+    read: ReadFile,
+    report: IndexReport,
+    progress,
+    status: WriterStatus | None = None,
 ) -> None:
     """Stream files through the executor (read, chunk, embed what is new) into the one
     writer; then delete what is stale, save the copies, the BM25 index and the manifest.
 
     The driver keeps only ids (of stored and current chunks, and the text keys) and the
     blocks in flight, never every text of the input: the executors yield block by block.
+    `status` tells waiting readers how far the run is.
     """
     vectors = open_vectors(store, manifest, create=True)
     try:
-        loop = WriteLoop(store, manifest, vectors, report, progress, files)
+        loop = WriteLoop(store, manifest, vectors, report, progress, files, status)
         stored = loop.existing.keys() | loop.copies.keys()
         with BackgroundWriter(vectors) as writer:
             # A server collection is written by Ray's embed actors themselves, which yield

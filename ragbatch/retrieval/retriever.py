@@ -54,10 +54,13 @@ class Retriever:
             raise
 
     @classmethod
-    def open(cls, store: str | Path, device: str = "auto", modes: tuple[str, ...] = MODES, notify: Notify | None = None) -> Retriever:
+    def open(
+        cls, store: str | Path, device: str = "auto", modes: tuple[str, ...] = MODES, notify: Notify | None = None, wait: float | None = None
+    ) -> Retriever:
         """A retriever over the store at `store` (a folder, or a published link); `notify`
-        hears of a wait for an index run and of a filter that matches no chunk."""
-        return cls(open_store(store, notify=notify), device=device, modes=modes, notify=notify)
+        hears of a wait for an index run (given up after `wait` seconds, if given) and of
+        a filter that matches no chunk."""
+        return cls(open_store(store, notify=notify, wait=wait), device=device, modes=modes, notify=notify)
 
     def search(self, questions: list[str], selection: Selection) -> list[list[Hit]]:
         """One ranked list of Hits per question: all embedded at once, one batched query."""

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ragbatch.retrieval.sources import ranked_sources
+from ragbatch.serving.limits import Guard, error_body
 from ragbatch.serving.metrics import Metrics, MetricsMiddleware
 from ragbatch.serving.openai_api import Completion
 from ragbatch.serving.options import Prepared
@@ -40,6 +41,7 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
             service.close()
 
     app = FastAPI(title="ragbatch", lifespan=lifespan)
+    app.add_middleware(Guard, limits=prepared.options.limits)  # inside the metrics: 401s and 429s are counted
     app.add_middleware(MetricsMiddleware)
 
     @app.exception_handler(BadRequest)
@@ -104,6 +106,9 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
         s = service(request)
+        if body.model not in (None, s.llm):
+            message = f"The model `{body.model}` does not exist; this server answers with `{s.llm}` (GET /v1/models)"
+            return JSONResponse(error_body(message, "invalid_request_error", "model_not_found", "model"), 404)
         max_tokens = body.max_completion_tokens or body.max_tokens or 128
         temperature = 0.0 if body.temperature is None else body.temperature  # ask's default: the same answers
         seed = 0 if body.seed is None else body.seed

@@ -5,11 +5,15 @@ their question on a queue and await the result; the worker takes every question 
 embeds them in one batch and searches once per selection (mode, filters, k), as `ask` does
 for a file. So Chroma and the embedder are never used from two threads.
 
-Hot reload: for a published store (a link switched by `ragbatch publish`), the worker
-reads the link's target before each batch (one readlink). When it changed, it opens the
-new version (verified into the local cache, store/published.py), then closes the old one.
-Retrieval happens before generation and hands over plain data, so a request already
-generating finishes with the sources of the version it retrieved from; nothing restarts.
+Hot reload: before each batch the worker checks whether the store changed (one stat or
+readlink). A published store (a link switched by `ragbatch publish`) changes when its
+link does: the new version is opened (verified into the local cache, store/published.py).
+A local store is served from a private snapshot (store/snapshot.py), so the server holds
+no lock on it and a cron `index` of it runs; when a run has finished, a new snapshot is
+taken and opened (while a run is still writing, the last finished state keeps serving).
+Then the old one is closed. Retrieval happens before generation and hands over plain
+data, so a request already generating finishes with the sources of the version it
+retrieved from; nothing restarts.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from pathlib import Path
 
 from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import MODES, Selection
+from ragbatch.store.locks import StoreBusy
 from ragbatch.store.published import is_published
+from ragbatch.store.reader import open_store
 from ragbatch.store.records import Hit
+from ragbatch.store.snapshot import remove_snapshot, stamp, take_snapshot
 
 # Most questions embedded in one batch (a burst beyond it takes several batches).
 MAX_BATCH = 64
@@ -33,7 +40,7 @@ MAX_BATCH = 64
 @dataclass
 class Found:
     hits: list[Hit]  # ranked
-    version: str  # the store version searched: the published version's name, or the store path
+    version: str  # the store version searched: the published version's name, or when a local store was last indexed
     embedder: str
 
 
@@ -43,7 +50,7 @@ class LiveRetriever:
         self.device, self.metrics, self.notify = device, metrics, notify
         self.published = is_published(self.store)
         self._queue: queue.Queue = queue.Queue()
-        self._target, self._retriever = self._open()
+        self._target, self._retriever, self._snapshot = self._open()
         self._thread = threading.Thread(target=self._work, name="retrieval", daemon=True)
         self._thread.start()
 
@@ -53,15 +60,28 @@ class LiveRetriever:
 
     @property
     def version(self) -> str:
-        return Path(self._target).name if self.published else str(self.store)
+        if self.published:
+            return Path(self._target).name
+        return self._retriever.store.manifest.updated or str(self.store)
 
-    def _link_target(self) -> str:
-        return os.path.realpath(self.store) if self.published else str(self.store)
+    def _current(self) -> str:
+        """What the store is now: the published link's target, or the local manifest's stamp."""
+        return os.path.realpath(self.store) if self.published else stamp(self.store)
 
-    def _open(self) -> tuple[str, Retriever]:
-        target = self._link_target()
+    def _open(self, wait: float | None = None) -> tuple[str, Retriever, Path | None]:
+        """(what was opened, its retriever, the snapshot to remove when done with it)."""
         # Every mode at once (embedder and BM25 both loaded): each request picks its own.
-        return target, Retriever.open(target if self.published else self.store, device=self.device, modes=MODES, notify=self.notify)
+        if self.published:
+            target = self._current()
+            return target, Retriever.open(target, device=self.device, modes=MODES, notify=self.notify), None
+        quiet = wait == 0  # a reload that finds an index run writing simply tries again later
+        snapshot, taken = take_snapshot(self.store, (lambda line: None) if quiet else self.notify, wait)
+        try:
+            # Private: no read lock (a reload opens it in the worker thread, close may come from another).
+            return taken, Retriever(open_store(snapshot, private=True), device=self.device, modes=MODES, notify=self.notify), snapshot
+        except BaseException:
+            remove_snapshot(snapshot)
+            raise
 
     async def search(self, question: str, selection: Selection) -> Found:
         loop = asyncio.get_running_loop()
@@ -109,20 +129,32 @@ class LiveRetriever:
                 _deliver(loop, future, Found(hits, self.version, self.embedder))
 
     def _reload_if_switched(self) -> None:
-        if not self.published or self._link_target() == self._target:
+        if self._current() == self._target:
             return
-        target, retriever = self._open()
-        old, (self._target, self._retriever) = self._retriever, (target, retriever)
-        old.close()
+        try:
+            opened = self._open(wait=None if self.published else 0)
+        except StoreBusy:
+            return  # an index run is writing it: the last finished state serves on
+        old, old_snapshot = self._retriever, self._snapshot
+        self._target, self._retriever, self._snapshot = opened
+        self._close(old, old_snapshot)
         if self.metrics is not None:
             self.metrics.reloads.inc()
         if self.notify:
-            self.notify(f"{self.store}: now serving version {Path(target).name}")
+            self.notify(f"{self.store}: now serving version {self.version}")
+
+    @staticmethod
+    def _close(retriever: Retriever, snapshot: Path | None) -> None:
+        try:
+            retriever.close()
+        finally:
+            if snapshot is not None:
+                remove_snapshot(snapshot)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._retriever.close()
+        self._close(self._retriever, self._snapshot)
 
 
 def _deliver(loop, future, result=None, exc=None) -> None:

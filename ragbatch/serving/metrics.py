@@ -33,7 +33,9 @@ class Metrics:
         self.max_running = Gauge("ragbatch_engine_max_running_requests", "Most requests the engine ran together in one step", registry=registry)
         self.generated = Counter("ragbatch_engine_generation_tokens", "Tokens the engine generated, aborted requests included", registry=registry)
         self.unfinished = Gauge("ragbatch_engine_unfinished_requests", "Requests vLLM still tracks (read at scrape time)", registry=registry)
-        self.reloads = Counter("ragbatch_store_reloads", "Times a new published version was opened", registry=registry)
+        self.reloads = Counter("ragbatch_store_reloads", "Times a new store version (published, or a local store re-indexed) was opened", registry=registry)
+        self.rejected = Counter("ragbatch_requests_rejected", "Requests turned away with 429: every slot and the queue full", registry=registry)
+        self.timed_out = Counter("ragbatch_requests_timed_out", "Requests stopped at the request timeout", registry=registry)
         self.retrieval_batch = Histogram("ragbatch_retrieval_batch_size", "Questions embedded and searched together", buckets=BATCH_BUCKETS, registry=registry)
 
     def observe_engine_step(self, running: int, generated: int) -> None:

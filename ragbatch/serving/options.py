@@ -9,6 +9,9 @@ from pathlib import Path
 from ragbatch.errors import RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.settings import GenerationOptions, GenerationSetup
+from ragbatch.serving.limits import Limits
+
+__all__ = ["Limits", "Prepared", "ServeOptions", "check_port", "is_loopback", "prepare"]
 from ragbatch.store.manifest import require_manifest, require_store_path
 from ragbatch.store.published import is_published
 
@@ -20,6 +23,7 @@ class ServeOptions:
     port: int = 8000
     replicas: int | None = None  # Ray Serve replicas; None: one process (or RAY_ADDRESS: 1 replica)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -38,6 +42,15 @@ def prepare(options: ServeOptions) -> Prepared:
     else:
         require_manifest(store)
     return Prepared(options, settings.prepare(options.generation))
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port(host: str, port: int) -> None:

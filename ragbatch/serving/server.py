@@ -6,7 +6,7 @@ import os
 
 from ragbatch.errors import RagbatchError
 from ragbatch.serving.app import create_app
-from ragbatch.serving.options import Prepared, check_port
+from ragbatch.serving.options import Prepared, check_port, is_loopback
 from ragbatch.serving.ray_serve import serve_with_ray
 
 
@@ -14,6 +14,10 @@ def serve(prepared: Prepared, notify, debug: bool = False) -> None:
     options = prepared.options
     if not debug:
         quiet_engine_process()
+    if not options.limits.api_key and not is_loopback(options.host):
+        notify(
+            f"warning: listening on {options.host} without an API key: anyone who can reach port {options.port} can use the model and read the store (set RAGBATCH_API_KEY)"
+        )
     if options.replicas is not None or os.environ.get("RAY_ADDRESS"):
         return serve_with_ray(prepared, notify, debug)
     check_port(options.host, options.port)

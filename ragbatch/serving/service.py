@@ -60,6 +60,9 @@ class Service:
         return self.setup.llm_name
 
     async def search(self, question: str, selection: Selection) -> Found:
+        limit = self.prepared.options.limits.max_question_chars
+        if len(question) > limit:  # before any tokenising or embedding
+            raise BadRequest(413, "question", f"the question is {len(question)} characters; this server takes at most {limit}")
         try:
             return await self.retriever.search(question, selection)
         except ParameterError as exc:  # a field the chunks do not have, say: named as the body names it
@@ -68,7 +71,9 @@ class Service:
             raise BadRequest(503, None, str(exc)) from None  # the store: a new version that cannot be read, say
 
     async def retrieve(self, question: str, qid: str | None, selection: Selection, max_tokens: int, system_prompt: str | None = None) -> Pending:
-        window = self.engine.context_window
+        window, limit = self.engine.context_window, self.prepared.options.limits.max_answer_tokens
+        if max_tokens > limit:
+            raise BadRequest(422, "max_tokens", f"max_tokens {max_tokens} is over this server's limit of {limit}")
         if max_tokens >= window:
             raise BadRequest(422, "max_tokens", f"max_tokens {max_tokens} leaves no room for a prompt in the {window}-token context window")
         found = await self.search(question, selection)

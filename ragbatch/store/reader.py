@@ -77,17 +77,21 @@ class StoreReader:
         self.close()
 
 
-def open_store(store: str | Path, notify: Notify | None = None, cache_dir: str | Path | None = None) -> StoreReader:
+def open_store(
+    store: str | Path, notify: Notify | None = None, cache_dir: str | Path | None = None, wait: float | None = None, private: bool = False
+) -> StoreReader:
     """Open `store` (a local store folder, or a published link or version) for reading.
 
     A local store is read only between index runs: never half-written, never opened by
-    two processes' Chroma clients while one writes (`notify` hears of a wait). A Chroma
+    two processes' Chroma clients while one writes (`notify` hears of a wait at once; after
+    `wait` seconds, if given, it fails). A `private` copy that no process writes (serve's
+    snapshot) takes no lock: it may then be closed from another thread. A Chroma
     server that is down fails here, before any model loads."""
     requested = Path(store)
     path = resolve_store(requested, cache_dir)
     lock = contextlib.ExitStack()
-    if path == requested:
-        lock.enter_context(reading(path, notify))
+    if path == requested and not private:
+        lock.enter_context(reading(path, notify, wait))
     try:
         manifest = require_manifest(path)
         vectors = open_vectors(path, manifest, create=False)

@@ -172,7 +172,7 @@ def test_a_second_writer_on_the_same_store_is_refused(corpus, tmp_path):
     store.mkdir()
     with open(store / ".ragbatch.lock", "w") as held:  # another process indexing it now
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(StoreError, match="another ragbatch process is indexing this store"):
+        with pytest.raises(StoreError, match="another ragbatch process is writing this store"):
             index([corpus], store)
     assert index([corpus], store).embedded > 0  # free again once the first writer ends
 
