@@ -129,6 +129,7 @@ def test_the_ray_executor_keeps_one_vector_per_text_too(tmp_path):
     assert ragbatch.check(tmp_path / "ray").chunks == ray.chunks
 
 
+@pytest.mark.slow  # 80 s: 170,000 chunks to chunk, key and fold
 def test_a_long_line_of_one_repeated_word_is_searched_the_same_way_every_time(tmp_path):
     """A 1 MB one-line file gave different results for `search 東京` on each run."""
     docs = tmp_path / "docs"
