@@ -172,6 +172,7 @@ class WriteLoop:
         self._new(block, writer)
         self.encode_seconds += block.seconds
         self.progress.advance(self.read_task, len(block.read))
+        self.files_read += len(block.read)
         self.bytes_read += sum(self.sizes.get(path, 0) for path in block.read)
         if block.queued is not None:
             self.to_embed += block.queued
@@ -179,7 +180,6 @@ class WriteLoop:
             self.to_embed = round(self.report.embedded * max(1.0, sum(self.sizes.values()) / self.bytes_read))
         self.progress.update(self.embed_task, total=max(self.to_embed, self.report.embedded))
         if self.status is not None:
-            self.files_read += len(block.read)
             self.status.progress(
                 f"{self.files_read} of {len(self.sizes)} files read, {self.report.embedded} of ~{max(self.to_embed, self.report.embedded)} chunks embedded"
             )

@@ -96,6 +96,11 @@ def current_writer(store: Path) -> Writer | None:
         return None
 
 
+def _who_writes(store: Path, unknown: str = "an index run") -> str:
+    writer = current_writer(store)
+    return writer.describe() if writer else unknown
+
+
 @contextmanager
 def store_lock(store: Path, notify: Notify | None = None, command: str = "an index run") -> Iterator[WriterStatus]:
     """Held by the one process writing `store` (index, publish); readers already in are
@@ -107,10 +112,8 @@ def store_lock(store: Path, notify: Notify | None = None, command: str = "an ind
     try:
         lock.acquire()
     except Timeout:
-        other = current_writer(store)
-        raise StoreError(
-            f"{store}: {other.describe() if other else 'another ragbatch process'} is writing this store; run again when it has finished"
-        ) from None
+        who = _who_writes(store, "another ragbatch process")
+        raise StoreError(f"{store}: {who} is writing this store; run again when it has finished") from None
     status = WriterStatus(store, command)
     try:
         with _readers_lock(store, "write", notify or say_on_stderr, None):
@@ -139,19 +142,15 @@ def _readers_lock(store: Path, mode: str, notify: Notify, wait: float | None) ->
         acquire(timeout=0)
     except Timeout:
         if mode == "read":
-            writer = current_writer(store)
-            who = writer.describe() if writer else "an index run"
             until = f"; giving up after {wait:g} s" if wait is not None else ""
-            notify(f"{store}: waiting for {who} to finish writing this store{until}")
+            notify(f"{store}: waiting for {_who_writes(store)} to finish writing this store{until}")
         else:
             notify(f"{store}: waiting for the readers of this store (search, ask, eval, serve) to finish")
         try:
             acquire(timeout=-1 if wait is None else wait)
         except Timeout:
-            writer = current_writer(store)
-            who = writer.describe() if writer else "an index run"
             raise StoreBusy(
-                f"{store}: still being written by {who} after {wait:g} s ({{wait}} {wait:g}); run again when it has finished", refers=("wait",)
+                f"{store}: still being written by {_who_writes(store)} after {wait:g} s ({{wait}} {wait:g}); run again when it has finished", refers=("wait",)
             ) from None
     try:
         yield
