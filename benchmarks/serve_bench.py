@@ -109,20 +109,24 @@ def percentile(ordered: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def process_usage(pid: int) -> tuple[float, int]:
-    """(RSS in MB, open file descriptors) of `pid` and its children (vLLM's engine core)."""
-    rss, fds = 0.0, 0
+def process_usage(pid: int) -> tuple[float, int, dict[str, float]]:
+    """(RSS in MB, open file descriptors) of `pid` and its children (vLLM's engine core),
+    and the RSS of each process by its name."""
+    rss, fds, each = 0.0, 0, {}
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            rss += int(re.search(r"^VmRSS:\s+(\d+)", status, flags=re.M).group(1)) / 1024
+            mine = int(re.search(r"^VmRSS:\s+(\d+)", status, flags=re.M).group(1)) / 1024
+            name = Path(f"/proc/{current}/comm").read_text().strip()
+            rss += mine
+            each[f"{name}[{current}]"] = mine
             fds += len(os.listdir(f"/proc/{current}/fd"))
             pids += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
         except (OSError, AttributeError):
             continue
-    return rss, fds
+    return rss, fds, each
 
 
 async def soak(url: str, pid: int, pool: list[str], seconds: float, clients: int, k: int, max_tokens: int) -> None:
@@ -170,8 +174,9 @@ async def soak(url: str, pid: int, pool: list[str], seconds: float, clients: int
         await asyncio.gather(sampler(), *[client(http) for _ in range(clients)])
     await asyncio.sleep(5)  # aborts settle
     samples.append((seconds + 5, *process_usage(pid)))
-    for at, rss, fds in samples:
-        print(f"soak t={at:5.0f} s: RSS {rss:7.0f} MB (server + engine), {fds:4d} open file descriptors")
+    for at, rss, fds, each in samples:
+        parts = ", ".join(f"{name} {mb:.0f}" for name, mb in each.items())
+        print(f"soak t={at:5.0f} s: RSS {rss:7.0f} MB (server + engine: {parts}), {fds:4d} open file descriptors")
     print(f"soak: {clients} clients for {seconds:.0f} s against --max-concurrency 8 --max-queue 8: {counts}")
     print(f"engine requests still unfinished after the soak: {unfinished(url):.0f}")
 

@@ -27,6 +27,9 @@ from ragbatch.evaluation.pipeline import evaluate as run_evaluate
 from ragbatch.generation.settings import GenerationOptions
 from ragbatch.ingest.pipeline import IndexOptions, IndexReport
 from ragbatch.ingest.pipeline import index as run_index
+from ragbatch.judging.pipeline import JudgeOptions, JudgeReport
+from ragbatch.judging.pipeline import judge as run_judge
+from ragbatch.judging.rubrics import ASPECTS
 from ragbatch.locations import default_store
 from ragbatch.progress import make_progress
 from ragbatch.retrieval.filters import ChunkFilter
@@ -41,6 +44,8 @@ from ragbatch.store.published import is_published, resolve_store
 from ragbatch.store.reader import StoreReader
 from ragbatch.store.reader import open_store as open_store_reader
 from ragbatch.store.records import Hit
+from ragbatch.synthesis.pipeline import SynthOptions, SynthReport
+from ragbatch.synthesis.pipeline import synth as run_synth
 
 PathLike = str | Path
 Notify = Callable[[str], None]
@@ -61,10 +66,11 @@ def selection_of(
     source_prefix: str | None = None,
     max_per_section: int = MAX_PER_SECTION,
     max_per_page: int = 0,
+    rerank: str | None = None,
 ) -> Selection:
     """A Selection from the options' values; `where` as KEY=VALUE strings or a dict."""
     pairs = [f"{key}={value}" for key, value in where.items()] if isinstance(where, dict) else list(where)
-    return Selection(retrieval, k, ChunkFilter.parse(pairs, source_prefix), max_per_section, max_per_page)
+    return Selection(retrieval, k, ChunkFilter.parse(pairs, source_prefix), max_per_section, max_per_page, rerank)
 
 
 def index(
@@ -148,6 +154,7 @@ def search(
     source_prefix: str | None = None,
     max_per_section: int = MAX_PER_SECTION,
     max_per_page: int = 0,
+    rerank: str | None = None,
     device: str = "auto",
     selection: Selection | None = None,
     notify: Notify | None = None,
@@ -159,7 +166,7 @@ def search(
     filter that matches nothing."""
     if not question.strip():
         raise RagbatchError("the question is blank: give words to search for")
-    selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page)
+    selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page, rerank)
     retriever = Retriever.open(_store(store), device=device, modes=(selection.mode,), notify=notify, wait=wait)
     try:
         return retriever.search([question], selection)[0]
@@ -188,10 +195,11 @@ def ask(
     source_prefix: str | None = None,
     max_per_section: int = MAX_PER_SECTION,
     max_per_page: int = 0,
+    rerank: str | None = None,
     llm: str | None = None,
     max_tokens: int = 128,
     temperature: float = 0.0,
-    seed: int = 0,
+    seed: int | None = None,
     system_prompt: str | None = None,
     prompt_file: PathLike | None = None,
     resume: bool = False,
@@ -215,7 +223,7 @@ def ask(
     """Answer questions (a file's path, "-" for stdin, or a list of strings or dicts with
     `question` and optional `id`) into a Parquet file, resuming where it exists. A list
     needs `out`. `selection` and `generation` replace their options when given."""
-    selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page)
+    selection = selection or selection_of(k, retrieval, where, source_prefix, max_per_section, max_per_page, rerank)
     generation = generation or GenerationOptions(
         llm=llm,
         device=device,
@@ -252,6 +260,93 @@ def ask(
     return AskResult(**vars(report))
 
 
+class JudgeResult(JudgeReport):
+    """The JudgeReport `ragbatch judge` prints, and the verdicts it wrote."""
+
+    def table(self):
+        """The verdicts file as a pyarrow Table, one row per judged answer."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.out)
+
+
+def judge(
+    file: PathLike,
+    *,
+    judge: str | None = None,
+    out: PathLike | None = None,
+    store: PathLike | None = None,
+    aspects: Iterable[str] = ASPECTS,
+    by: str | None = None,
+    report: PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    retries: int = 2,
+    part_rows: int = 64,
+    max_model_len: int | None = None,
+    vllm_args: dict | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    wait: float | None = None,
+    progress=None,
+    notify: Notify | None = None,
+) -> JudgeResult:
+    """Rate the answers of `file` (ask's Parquet, or JSONL/CSV/Parquet with question and
+    answer) with the `judge` LLM: quality against a reference, relevance, groundedness in
+    the passages. Resumes like `ask`; `.summary` holds the means, overall and per group."""
+    options = JudgeOptions(
+        file=str(file),
+        out=Path(out) if out else None,
+        store=Path(store) if store else None,
+        judge=GenerationOptions(llm=judge, device=device, seed=seed, max_model_len=max_model_len, vllm_args=dict(vllm_args or {})),
+        aspects=tuple(aspects),
+        by=by,
+        report=Path(report) if report else None,
+        resume=resume,
+        overwrite=overwrite,
+        retries=retries,
+        part_rows=part_rows,
+        wait=wait,
+    )
+    if progress is not None:
+        result = run_judge(options, progress, notify=notify or _quiet)
+    else:
+        with make_progress(False) as quiet:
+            result = run_judge(options, quiet, notify=notify or _quiet)
+    return JudgeResult(**vars(result))
+
+
+def synth(
+    store: PathLike | None = None,
+    *,
+    n: int = 100,
+    out: PathLike,
+    llm: str | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+    max_model_len: int | None = None,
+    vllm_args: dict | None = None,
+    device: str = "auto",
+    wait: float | None = None,
+    progress=None,
+    notify: Notify | None = None,
+) -> SynthReport:
+    """Write `n` synthetic questions with reference answers, from chunks spread over the
+    store's pages, to `out` (JSONL: id, question, answer, source, chunk_id)."""
+    options = SynthOptions(
+        store=_store(store),
+        n=n,
+        out=Path(out),
+        generation=GenerationOptions(llm=llm, device=device, seed=seed, max_model_len=max_model_len, vllm_args=dict(vllm_args or {})),
+        overwrite=overwrite,
+        wait=wait,
+    )
+    if progress is not None:
+        return run_synth(options, progress, notify=notify or _quiet)
+    with make_progress(False) as quiet:
+        return run_synth(options, quiet, notify=notify or _quiet)
+
+
 @dataclass
 class EvalResult:
     summary: dict  # what `ragbatch eval --json` prints
@@ -271,6 +366,7 @@ def evaluate(
     source_prefix: str | None = None,
     max_per_section: int = MAX_PER_SECTION,
     max_per_page: int = 0,
+    rerank: str | None = None,
     device: str = "auto",
     selection: Selection | None = None,
     wait: float | None = None,
@@ -280,7 +376,7 @@ def evaluate(
     """Retrieval (and, with `answers`, answer) quality against a references file.
     `retrieval` may name several modes, "dense,bm25,hybrid", scored from one pass. Bad
     reference lines are skipped, listed in `summary["errors"]` and given to `notify`."""
-    selection = selection or selection_of(DEFAULT_K, DEFAULT_MODE, where, source_prefix, max_per_section, max_per_page)
+    selection = selection or selection_of(DEFAULT_K, DEFAULT_MODE, where, source_prefix, max_per_section, max_per_page, rerank)
     options = EvalOptions(
         references=references,
         store=_store(store),

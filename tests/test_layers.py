@@ -16,6 +16,7 @@ LAYERS = [
     {"generation"},
     {"asking"},
     {"evaluation"},
+    {"judging", "synthesis"},
     {"serving"},
     {"api", "__init__"},
     {"cli", "__main__"},

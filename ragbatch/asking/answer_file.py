@@ -37,6 +37,8 @@ BASE_COLUMNS = [
     ("llm", "string"),
     ("embedder", "string"),
     ("finish_reason", "string"),
+    ("citations", "list<string>"),  # the sources the answer cites as [n], in order
+    ("citations_dropped", "int64"),  # [n] markers that point to no passage in the prompt
     ("error", "string"),
 ]
 
@@ -49,46 +51,52 @@ def _arrow_type(name: str):
     return {"string": pa.string(), "int64": pa.int64(), "double": pa.float64()}[name]
 
 
-def answer_schema(questions: list[dict], count_encoding: str | None):
-    """Base columns, optional tiktoken count columns, then the carried-through input fields."""
+def answer_schema(questions: list[dict], count_encoding: str | None, base: list[tuple[str, str]] = BASE_COLUMNS, passed: frozenset[str] = frozenset()):
+    """Base columns, optional tiktoken count columns, then the carried-through input fields.
+    `judge` writes its verdicts the same way, with its own base columns; `passed` names the
+    input fields a base column holds as they are (the judged `answer`), not carried again."""
     import pyarrow as pa
 
-    fields = [pa.field(name, _arrow_type(kind)) for name, kind in BASE_COLUMNS]
+    fields = [pa.field(name, _arrow_type(kind)) for name, kind in base]
     if count_encoding:
         fields += [pa.field(f"prompt_tokens_{count_encoding}", pa.int64()), pa.field(f"completion_tokens_{count_encoding}", pa.int64())]
-    for name in carried_fields(questions):
+    ours = {name for name, _ in base}
+    for name in carried_fields(questions, passed):
         values = [q.get(name) for q in questions]
         try:
             kind = pa.array(values).type
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             kind = pa.string()  # mixed types: stored as JSON text (see carry_values)
-        fields.append(pa.field(carried_column(name, count_encoding), pa.string() if kind == pa.null() else kind))
+        fields.append(pa.field(carried_column(name, count_encoding, ours), pa.string() if kind == pa.null() else kind))
     return pa.schema(fields)
 
 
-def carried_fields(questions: list[dict]) -> list[str]:
-    """Input fields other than id and question, in first-seen order."""
+def carried_fields(questions: list[dict], passed: frozenset[str] = frozenset()) -> list[str]:
+    """Input fields other than id and question (and `passed`), in first-seen order."""
     names: dict[str, None] = {}
     for q in questions:
-        names.update((key, None) for key in q if key not in ("id", "question"))
+        names.update((key, None) for key in q if key not in ("id", "question") and key not in passed)
     return list(names)
 
 
-def carried_column(name: str, count_encoding: str | None = None) -> str:
+def carried_column(name: str, count_encoding: str | None = None, ours: set[str] | None = None) -> str:
     """An input field's output column; `input_` in front where ours has that name."""
-    ours = {n for n, _ in BASE_COLUMNS}
+    ours = set(ours or {n for n, _ in BASE_COLUMNS})
     if count_encoding:
         ours |= {f"prompt_tokens_{count_encoding}", f"completion_tokens_{count_encoding}"}
     return f"input_{name}" if name in ours else name
 
 
-def carry_values(question: dict, schema, count_encoding: str | None = None) -> dict:
+def carry_values(
+    question: dict, schema, count_encoding: str | None = None, base: list[tuple[str, str]] = BASE_COLUMNS, passed: frozenset[str] = frozenset()
+) -> dict:
     """The question's extra fields under their output column names."""
     import pyarrow as pa
 
+    ours = {name for name, _ in base}
     row = {}
-    for name in carried_fields([question]):
-        column = carried_column(name, count_encoding)
+    for name in carried_fields([question], passed):
+        column = carried_column(name, count_encoding, ours)
         value = question[name]
         if schema.field(column).type == pa.string() and not isinstance(value, (str, type(None))):
             value = json.dumps(value)
@@ -104,7 +112,7 @@ class AnswerWriter:
     replaces OUT only when `finish` merges the new rows.
     """
 
-    def __init__(self, out: Path, schema, mode: str = "new"):
+    def __init__(self, out: Path, schema, mode: str = "new", command: str = "ask"):
         from filelock import FileLock, Timeout
 
         self.out = Path(out)
@@ -123,7 +131,7 @@ class AnswerWriter:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            raise RagbatchError(f"{self.out}: another `ragbatch ask` is writing these answers; run again when it has finished") from None
+            raise RagbatchError(f"{self.out}: another `ragbatch {command}` is writing this file; run again when it has finished") from None
         try:
             self._prepare()
         except BaseException:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values
@@ -42,6 +42,7 @@ SHAPING = (
     "source_prefix",
     "max_per_section",
     "max_per_page",
+    "rerank",
     "max_tokens",
     "temperature",
     "seed",
@@ -139,6 +140,7 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
         notify(f"error: {error} (skipped)")
 
     questions = read_questions(options.questions, on_problem=skip_line)
+    options = replace(options, generation=settings.with_default_llm(options.generation, notify))
     inputs = settings.read_inputs(options.generation)
     embedder = require_manifest(options.store).embedder.name
     schema = answer_schema(questions, options.generation.count_tokens)
@@ -189,6 +191,7 @@ def answer_settings(options: AskOptions, inputs: GenerationInputs, embedder: str
         "source_prefix": selection.chunk_filter.source_prefix,
         "max_per_section": selection.max_per_section,
         "max_per_page": selection.max_per_page,
+        "rerank": selection.rerank,
         "max_tokens": options.max_tokens,
         "temperature": options.temperature,
         "seed": generation.seed,
@@ -205,7 +208,7 @@ def refuse_other_settings(writer: AnswerWriter, run: dict) -> None:
     earlier = writer.earlier_run()
     if earlier is None:
         return
-    changed = [key for key in SHAPING if key in earlier and json.loads(json.dumps(run[key])) != earlier[key]]
+    changed = [key for key in SHAPING if key in earlier and _comparable(key, json.loads(json.dumps(run[key]))) != _comparable(key, earlier[key])]
     if not changed:
         return
     parts, refers = [], ["overwrite", "out"]
@@ -218,6 +221,11 @@ def refuse_other_settings(writer: AnswerWriter, run: dict) -> None:
         f"{writer.out}: its answers were made with other settings ({'; '.join(parts)}); use {{overwrite}} to start over, or another {{out}}",
         refers=tuple(refers),
     )
+
+
+def _comparable(key: str, value):
+    # Files before per-request seeds were optional recorded 0 for "no --seed".
+    return None if key == "seed" and value == 0 else value
 
 
 def _shown(value) -> str:
@@ -250,7 +258,7 @@ def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict]
             setup.llm_path,
             max_model_len=options.generation.max_model_len,
             device=setup.device,
-            seed=options.generation.seed,
+            seed=options.generation.seed or 0,
             name=setup.llm_name,
             engine=setup.engine,
         )

@@ -16,7 +16,10 @@ from ragbatch import api
 from ragbatch.cli import render
 from ragbatch.cli.errors import EXIT_PARTIAL, handle_errors, say
 from ragbatch.cli.options import READ_STORE_HELP, device_option, generation_options, json_option, parse_ks, selection_options, store_option, wait_option
+from ragbatch.generation.vllm_engine import parse_vllm_args
 from ragbatch.ingest.pipeline import EXECUTORS
+from ragbatch.judging.rubrics import ASPECTS
+from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.progress import make_progress
 from ragbatch.quiet import quiet_libraries
 from ragbatch.retrieval.sources import ranked_sources
@@ -177,17 +180,18 @@ def search(question, store, selection, device, wait, as_json):
 @click.option(
     "--request-timeout", default=600.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS", help="Stop a request after this long (504; 0: never)."
 )
+@click.option("--rerank", metavar="MODEL", help="Reorder every retrieval's top candidates with this cross-encoder, then keep k.")
 @generation_options
-def serve(store, host, port, replicas, generation, request_timeout, **limits):
+def serve(store, host, port, replicas, generation, request_timeout, rerank, **limits):
     """Answer questions over HTTP: /search, /ask, OpenAI's /v1/chat/completions, /health, /metrics."""
     # The serving package imports FastAPI, pydantic and uvicorn at its top: only `serve` pays for them.
     from ragbatch.serving.options import Limits, ServeOptions, prepare
     from ragbatch.serving.server import serve as run_server
 
     bounds = Limits(request_timeout=request_timeout or None, **limits)
-    options = ServeOptions(store=store, host=host, port=port, replicas=replicas, generation=generation, limits=bounds)
+    options = ServeOptions(store=store, host=host, port=port, replicas=replicas, generation=generation, limits=bounds, rerank=rerank)
     debug = click.get_current_context().find_root().params.get("debug", False)
-    run_server(prepare(options), notify=say, debug=debug)
+    run_server(prepare(options, notify=say), notify=say, debug=debug)
 
 
 @main.command(name="eval")
@@ -217,6 +221,80 @@ def eval_command(references, ks, as_json, **options):
         render.eval_summary(result.summary, ks)
     if result.summary["errors"]:
         sys.exit(EXIT_PARTIAL)
+
+
+@main.command(name="judge")
+@handle_errors
+@click.argument("file")
+@click.option("--judge", help=f"Judge LLM: packaged name, local folder or Hugging Face id [default: {DEFAULT_LLM}].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Verdicts Parquet [default: outputs/<FILE name>-judged.parquet, resumed].")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Store to read the answers' passages (chunk_ids) from, for groundedness [default: the one the ask file records].",
+)
+@click.option(
+    "--aspects",
+    default=",".join(ASPECTS),
+    show_default=True,
+    help="What to rate, comma-separated: quality (needs a reference answer), relevance, groundedness.",
+)
+@click.option("--by", metavar="COLUMN", help="Summarize per value of this column [default: system, else llm, where present].")
+@click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page: score histogram, per-group comparison, lowest-rated answers."
+)
+@click.option("--resume", is_flag=True, help="Judge only the answers OUT has no verdict for (the default OUT always resumes).")
+@click.option("--overwrite", is_flag=True, help="Start OUT over.")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(0), help="Ask again for a verdict that does not parse, this many times.")
+@click.option(
+    "--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Verdicts per Parquet part written while the run goes (what a crash can lose)."
+)
+@click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the judge with [default: the model's].")
+@click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable.")
+@click.option("--seed", type=int, help="A per-request sampling seed [default: none].")
+@device_option
+@wait_option
+@json_option
+def judge_command(file, aspects, vllm_args, as_json, resume, overwrite, **options):
+    """Rate the answers in FILE (ask's Parquet, or JSONL/CSV/Parquet with question and answer) with an LLM judge."""
+    if resume and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
+    chosen = tuple(a.strip() for a in aspects.split(",") if a.strip())
+    with make_progress(not as_json) as progress:
+        report = api.judge(
+            file, aspects=chosen, vllm_args=parse_vllm_args(vllm_args), resume=resume, overwrite=overwrite, progress=progress, notify=say, **options
+        )
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        render.judge_summary(report)
+    if report.failed:
+        say(f"{report.failed} of {report.rows} answers could not be judged: see the `error` column of {report.out}")
+    if report.failed or report.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@handle_errors
+@store_option(READ_STORE_HELP)
+@click.option("--n", "n", default=100, show_default=True, type=click.IntRange(1), help="Questions to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL to write: id, question, answer, source, chunk_id.")
+@click.option("--llm", help=f"Model that writes them: packaged name, local folder or Hugging Face id [default: {DEFAULT_LLM}].")
+@click.option("--seed", type=int, help="Seed of the chunk sample (0 without one) and of generation [default: none].")
+@click.option("--overwrite", is_flag=True, help="Replace OUT.")
+@click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
+@click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable.")
+@device_option
+@wait_option
+@json_option
+def synth(vllm_args, as_json, **options):
+    """Write synthetic questions and reference answers from chunks spread over a store, ready for eval, ask and judge."""
+    with make_progress(not as_json) as progress:
+        report = api.synth(vllm_args=parse_vllm_args(vllm_args), progress=progress, notify=say, **options)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        render.synth_summary(report)
 
 
 if __name__ == "__main__":

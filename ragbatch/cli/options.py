@@ -16,7 +16,7 @@ from ragbatch.locations import DEFAULT_STORE, STORE_ENV
 from ragbatch.models.devices import DEVICES
 from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.retrieval.filters import ChunkFilter
-from ragbatch.retrieval.selection import DEFAULT_K, DEFAULT_MODE, MAX_PER_SECTION, MODES, Selection
+from ragbatch.retrieval.selection import DEFAULT_K, DEFAULT_MODE, MAX_PER_SECTION, MODES, RERANK_DEPTH, Selection
 
 READ_STORE_HELP = "Store to retrieve from (local, or a published link)."
 
@@ -66,6 +66,11 @@ def selection_options(mode_and_k: bool = True):
         click.option(
             "--max-per-page", default=0, show_default=True, type=click.IntRange(0), help="At most N chunks of one page or file among the k (0: no limit)."
         ),
+        click.option(
+            "--rerank",
+            metavar="MODEL",
+            help=f"Reorder the top {RERANK_DEPTH} candidates with this cross-encoder (packaged name, local folder or Hugging Face id, e.g. BAAI/bge-reranker-base), then keep k.",
+        ),
     ]
     if mode_and_k:
         options = [
@@ -78,10 +83,10 @@ def selection_options(mode_and_k: bool = True):
 
     def decorator(command):
         @functools.wraps(command)
-        def wrapper(*args, where, source_prefix, max_per_section, max_per_page, **kwargs):
+        def wrapper(*args, where, source_prefix, max_per_section, max_per_page, rerank, **kwargs):
             mode, k = (kwargs.pop("retrieval"), kwargs.pop("k")) if mode_and_k else (DEFAULT_MODE, DEFAULT_K)
             chunk_filter = ChunkFilter.parse(where, source_prefix)
-            return command(*args, selection=Selection(mode, k, chunk_filter, max_per_section, max_per_page), **kwargs)
+            return command(*args, selection=Selection(mode, k, chunk_filter, max_per_section, max_per_page, rerank), **kwargs)
 
         return _apply(wrapper, options)
 
@@ -93,7 +98,7 @@ def generation_options(command):
     `generation` (GenerationOptions)."""
     options = [
         click.option("--llm", help=f"Generator: packaged name, local folder or Hugging Face id (from the HF cache, else downloaded) [default: {DEFAULT_LLM}]."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed."),
+        click.option("--seed", type=int, help="A per-request sampling seed [default: none; at temperature 0 answers repeat without one]."),
         click.option("--system-prompt", help="System prompt text [default: answer from the numbered passages or say I don't know]."),
         click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the system prompt from a file."),
         click.option("--count-tokens", metavar="ENCODING", help="Also count prompt and answer tokens in a tiktoken encoding (cl100k_base, o200k_base)."),

@@ -53,6 +53,57 @@ def ask_summary(report) -> None:
     )
 
 
+def judge_summary(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = report.summary.overall
+    _table(
+        "ragbatch judge",
+        [
+            ("judge", report.judge),
+            ("answers", report.rows),
+            ("judged now", report.judged),
+            ("failed", report.failed),
+            ("skipped (already judged)", report.skipped),
+            ("verdicts asked again / unparsed", f"{report.retried} / {report.unparsed}"),
+            ("quality, mean (1-5)", _score(s.quality_mean)),
+            ("quality >= 4, share", _score(s.quality_good, 3)),
+            ("relevance, mean (1-5)", _score(s.relevance_mean)),
+            ("groundedness (sentences supported)", _score(s.groundedness, 3)),
+            ("seconds", f"{report.seconds:.1f}"),
+            ("verdicts", report.out),
+        ],
+    )
+    groups = report.summary.groups
+    if groups:
+        table = Table(title=f"per {report.summary.by}", title_justify="left")
+        for name in (report.summary.by, "answers", "quality", ">= 4", "relevance", "groundedness"):
+            table.add_column(name, justify="left" if name == report.summary.by else "right")
+        for name, g in groups.items():
+            table.add_row(name, str(g.rows), _score(g.quality_mean), _score(g.quality_good, 3), _score(g.relevance_mean), _score(g.groundedness, 3))
+        Console().print(table)
+
+
+def synth_summary(report) -> None:
+    _table(
+        "ragbatch synth",
+        [
+            ("model", report.llm),
+            ("questions wanted", report.wanted),
+            ("chunks sampled", report.chunks),
+            ("written", report.written),
+            ("dropped: unparsed / repeated / copied the chunk", f"{report.unparsed} / {report.duplicates} / {report.copied}"),
+            ("seconds", f"{report.seconds:.1f}"),
+            ("questions", report.out),
+        ],
+    )
+
+
+def _score(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def search_results(question: str, store, results: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table

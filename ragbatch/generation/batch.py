@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ragbatch.generation.vllm_engine import Generation, engine_arguments, generation_of, load_tokenizer, sampling_params, tokens_prompts
 
@@ -50,8 +50,12 @@ class Generator:
         max_tokens: int,
         temperature: float,
         seed: int | None,
+        constraints: Sequence[dict | None] | None = None,
+        logprobs: int | None = None,
     ) -> Iterator[tuple[int, Generation]]:
         """Yield (index in prompts, Generation) for every prompt, as each one finishes.
+
+        `constraints` (one per prompt): structured outputs for each (see sampling_params).
 
         Every prompt is queued before the engine's first step, so vLLM batches them all as
         one `LLM.generate` call would; the caller writes rows and shows progress while the
@@ -66,7 +70,11 @@ class Generator:
         if not prompts:
             return
         self._check_lengths(prompts)
-        request_ids = self._llm.enqueue(tokens_prompts(prompts), sampling_params(max_tokens, temperature, seed), use_tqdm=False)
+        if constraints is None:
+            params = sampling_params(max_tokens, temperature, seed, logprobs=logprobs)
+        else:
+            params = [sampling_params(max_tokens, temperature, seed, constraint=c, logprobs=logprobs) for c in constraints]
+        request_ids = self._llm.enqueue(tokens_prompts(prompts), params, use_tqdm=False)
         position = {}
         for index, request_id in enumerate(request_ids):
             # enqueue returns vLLM's internal ids ("<ours>-<8 random chars>"); outputs carry ours.

@@ -146,12 +146,17 @@ def _user_message(question: str, passages: list[str]) -> str:
 
 
 def _render(tokenizer, system_prompt: str, question: str, passages: list[str]) -> list[int]:
-    user = _user_message(question, passages)
+    return render_chat(tokenizer, system_prompt, _user_message(question, passages))
+
+
+def render_chat(tokenizer, system_prompt: str, user: str, lead: str = "Answer:") -> list[int]:
+    """The token ids of a system and a user message as the model expects them: through its
+    chat template, or (no template) laid out plainly and ending with `lead`."""
     if getattr(tokenizer, "chat_template", None):
         text = _chat_text(tokenizer, system_prompt, user)
         # The rendered template already holds its special tokens as text.
         return _encode(tokenizer, text, add_special_tokens=False)
-    text = f"{system_prompt}\n\n{user}\nAnswer:" if system_prompt else f"{user}\nAnswer:"
+    text = f"{system_prompt}\n\n{user}\n{lead}" if system_prompt else f"{user}\n{lead}"
     return _encode(tokenizer, text, add_special_tokens=True)
 
 

@@ -10,6 +10,7 @@ error row, `serve` into a 413.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ragbatch.generation.prompting import build_prompt
@@ -44,6 +45,8 @@ def base_row(question: dict, hits: list[Hit], llm: str, embedder: str, carried: 
         "llm": llm,
         "embedder": embedder,
         "finish_reason": None,
+        "citations": [],
+        "citations_dropped": 0,
         "error": None,
         **(carried or {}),
     }
@@ -76,8 +79,34 @@ def finish_row(setup: GenerationSetup, prompted: Prompted, generation: Generatio
         cost_usd=setup.price.cost(generation.prompt_tokens, generation.completion_tokens),
         finish_reason=generation.finish_reason,
     )
+    row["citations"], row["citations_dropped"] = citations(row["answer"], row["sources"][: row["passages_used"]])
     counter, name = setup.inputs.counter, setup.options.count_tokens
     if counter is not None:
         row[f"prompt_tokens_{name}"] = count(counter, tokenizer.decode(prompted.prompt_ids))
         row[f"completion_tokens_{name}"] = count(counter, row["answer"])
     return row
+
+
+_MARKER = re.compile(r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]")
+
+
+def citations(answer: str, passages: list[str]) -> tuple[list[str], int]:
+    """The sources an answer cites with the prompt's `[n]` markers (`[1, 3]`, `[2-3]` too),
+    in the order first cited, and how many markers pointed to no passage the prompt held."""
+    cited: dict[str, None] = {}
+    dropped = 0
+    for marker in _MARKER.finditer(answer):
+        for number in _numbers(marker.group(1)):
+            if 1 <= number <= len(passages):
+                cited[passages[number - 1]] = None
+            else:
+                dropped += 1
+    return list(cited), dropped
+
+
+def _numbers(text: str) -> list[int]:
+    numbers: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", text):
+        low, _, high = part.partition("-")
+        numbers += range(int(low), int(high) + 1) if high and int(high) - int(low) < 20 else [int(low)]
+    return numbers

@@ -6,10 +6,10 @@ the engine arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ragbatch.errors import ParameterError
+from ragbatch.errors import Note, ParameterError, RagbatchError
 from ragbatch.generation.pricing import Price, load_prices, price_for
 from ragbatch.generation.prompting import DEFAULT_SYSTEM_PROMPT
 from ragbatch.generation.tokencount import encoding
@@ -17,12 +17,16 @@ from ragbatch.generation.vllm_engine import engine_settings
 from ragbatch.models.devices import pick_device
 from ragbatch.models.weights import DEFAULT_LLM, resolve_llm
 
+# The LLM on a GPU when none is named: an open (Apache-2.0, not gated) 7B instruct model
+# whose bf16 weights (~15 GB) leave a 24 GB card room for its KV cache at 8k tokens.
+GPU_LLM = "Qwen/Qwen2.5-7B-Instruct"
+
 
 @dataclass
 class GenerationOptions:
     llm: str | None = None  # packaged name, local folder or Hugging Face id [default: the packaged model]
     device: str = "auto"
-    seed: int = 0
+    seed: int | None = None  # a per-request sampling seed; None: none (vLLM's engine seed, 0, still repeats runs)
     system_prompt: str | None = None
     prompt_file: Path | None = None  # the system prompt, read from a file
     count_tokens: str | None = None  # a tiktoken encoding to count prompts and answers in
@@ -63,6 +67,23 @@ class GenerationSetup:
     @property
     def system_prompt(self) -> str:
         return self.inputs.system_prompt
+
+
+def with_default_llm(options: GenerationOptions, notify=lambda line: None) -> GenerationOptions:
+    """The options with their LLM named: the one given; else, where the device resolves to
+    cuda, GPU_LLM if it can be had (the Hugging Face cache, else the hub), or the packaged
+    model with a `notice:` saying why; on a CPU the packaged model. The rule of a new
+    store's embedder (models/embedder.py)."""
+    if options.llm:
+        return options
+    if pick_device(options.device) != "cuda":
+        return replace(options, llm=DEFAULT_LLM)
+    try:
+        resolve_llm(GPU_LLM)
+    except RagbatchError as exc:
+        notify(Note(f"notice: using the packaged {DEFAULT_LLM}, because {exc.message}", exc.refers))
+        return replace(options, llm=DEFAULT_LLM)
+    return replace(options, llm=GPU_LLM)
 
 
 def read_inputs(options: GenerationOptions) -> GenerationInputs:

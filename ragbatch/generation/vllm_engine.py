@@ -31,6 +31,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" or "length"
+    token_ids: list[int] | None = None  # the generated tokens
+    logprobs: list | None = None  # per generated token, {token id: Logprob}, where asked for
 
 
 def engine_arguments(model_path: str, max_model_len: int | None, device: str, seed: int, engine: dict | None, in_process: bool) -> tuple[str, dict]:
@@ -65,6 +67,13 @@ def engine_arguments(model_path: str, max_model_len: int | None, device: str, se
     return picked, settings
 
 
+def json_output_engine(engine: dict) -> dict:
+    """Engine arguments for schema-bound JSON output (the judge's verdicts, synth's pairs):
+    no free whitespace between fields, where a small model can loop until max_tokens.
+    vLLM 0.32 reads this per engine, not per request; the user's own setting wins."""
+    return {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}, **engine}
+
+
 def load_tokenizer(model_path: str):
     """The model's own tokenizer: prompts are built and counted with it (prompting.py)."""
     import transformers
@@ -74,11 +83,18 @@ def load_tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path)
 
 
-def sampling_params(max_tokens: int, temperature: float, seed: int | None, ignore_eos: bool = False):
-    """The sampling of every answer; `ignore_eos` (serve's benchmark and tests) makes answers run to max_tokens."""
-    from vllm import SamplingParams
+def sampling_params(
+    max_tokens: int, temperature: float, seed: int | None, ignore_eos: bool = False, constraint: dict | None = None, logprobs: int | None = None
+):
+    """The sampling of every answer; `ignore_eos` (serve's benchmark and tests) makes answers run to max_tokens.
 
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos)
+    `constraint`: vLLM structured outputs, e.g. {"json": schema} or {"regex": pattern} (the
+    judge's verdicts); `logprobs`: the top alternatives of each generated token."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    structured = StructuredOutputsParams(**constraint) if constraint else None
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos, structured_outputs=structured, logprobs=logprobs)
 
 
 def generation_of(out) -> Generation:
@@ -89,6 +105,8 @@ def generation_of(out) -> Generation:
         prompt_tokens=len(out.prompt_token_ids),
         completion_tokens=len(completion.token_ids),  # includes the stop token, if any
         finish_reason=completion.finish_reason or "stop",
+        token_ids=list(completion.token_ids),
+        logprobs=completion.logprobs,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ragbatch.errors import Note, ParameterError
 from ragbatch.models.embedder import Embedder, EmbedderSpec
+from ragbatch.models.reranker import Reranker
 from ragbatch.retrieval.filters import allowed_ids
 from ragbatch.retrieval.fusion import diversify, reciprocal_rank_fusion
 from ragbatch.retrieval.selection import MODES, Selection
@@ -44,6 +45,8 @@ class Retriever:
         for mode in modes:
             Selection(mode=mode)  # an unknown mode: one ParameterError line
         self.store, self.modes, self.notify = store, tuple(modes), notify
+        self.device = device
+        self.reranker: Reranker | None = None  # loaded at the first search that reranks
         try:
             self.spec: EmbedderSpec = store.embedder_spec()
             self.embedder: Embedder | None = Embedder(self.spec, device=device) if set(self.modes) != {"bm25"} else None
@@ -70,6 +73,8 @@ class Retriever:
         """{mode: one ranked list of Hits per question} for several modes from one pass:
         the questions are embedded once and each index queried once, at the depth the
         deepest mode needs. `selection.mode` is ignored; its k, filter and limits apply."""
+        if selection.rerank:
+            return self._reranked(questions, selection, modes)
         unopened = [m for m in modes if m not in self.modes]
         if unopened:
             raise ParameterError("retrieval", unopened[0], f"this retriever was opened for {', '.join(self.modes)}")
@@ -102,6 +107,31 @@ class Retriever:
         hits = [[self._cited(hit, cite_as) for hit in ranked] for ranked in vectors.hits([r for mode in modes for r in rankings[mode]])]
         n = len(questions)
         return {mode: hits[i * n : (i + 1) * n] for i, mode in enumerate(modes)}
+
+    def _reranked(self, questions: list[str], selection: Selection, modes: tuple[str, ...]) -> dict[str, list[list[Hit]]]:
+        """The top `rerank_depth` candidates of each mode (filters and diversity applied),
+        read with the question by the cross-encoder, the top k of its order kept; a hit's
+        score is then the cross-encoder's. All pairs go through the model in one batch."""
+        deep = replace(selection, k=max(selection.k, selection.rerank_depth), rerank=None)
+        found = self.search_modes(questions, deep, modes)
+        assert selection.rerank is not None
+        reranker = self._reranker(selection.rerank)
+        pairs = [(q, hit.text) for m in modes for q, hits in zip(questions, found[m]) for hit in hits]
+        scores = iter(reranker.scores(pairs))
+        reranked: dict[str, list[list[Hit]]] = {}
+        for m in modes:
+            reranked[m] = []
+            for hits in found[m]:
+                scored = [replace(hit, score=next(scores)) for hit in hits]
+                reranked[m].append(sorted(scored, key=lambda h: -h.score)[: selection.k])
+        return reranked
+
+    def _reranker(self, name: str) -> Reranker:
+        if self.reranker is None or self.reranker.name != name:
+            if self.reranker is not None:
+                self.reranker.release()
+            self.reranker = Reranker(name, device=self.device)
+        return self.reranker
 
     def _cited(self, hit: Hit, cite_as: dict[str, dict]) -> Hit:
         """The hit as cited: through the copy a filter admitted it by, if any; with the other
@@ -141,10 +171,13 @@ class Retriever:
         return out
 
     def release_embedder(self) -> None:
-        """Free the embedder (and its GPU memory) for what runs next, keeping the store open."""
+        """Free the embedder and the reranker (and their GPU memory) for what runs next, keeping the store open."""
         if self.embedder is not None:
             self.embedder.release()
             self.embedder = None
+        if self.reranker is not None:
+            self.reranker.release()
+            self.reranker = None
 
     def close(self) -> None:
         """Close the store and free the embedder."""

@@ -1,5 +1,5 @@
 """What a search may retrieve, one type from the CLI and HTTP to the retriever: the mode,
-k, the filters and the diversity limits."""
+k, the filters, the diversity limits and an optional reranker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ DEFAULT_K = 5
 # k; a further chunk of a section already shown yields its place to another section. Files
 # without sections (plain text) are not limited. 0: no limit.
 MAX_PER_SECTION = 1
+# Reranking reads this many candidates (or k, if more) with a cross-encoder and keeps the
+# top k of its order: the guide reranked the top 30 (ray-project/llm-applications).
+RERANK_DEPTH = 30
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,16 @@ class Selection:
     chunk_filter: ChunkFilter = field(default_factory=ChunkFilter)
     max_per_section: int = MAX_PER_SECTION  # 0: no limit
     max_per_page: int = 0  # 0: no limit
+    rerank: str | None = None  # a cross-encoder that reorders the top candidates (models/reranker.py)
+    rerank_depth: int = RERANK_DEPTH
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ParameterError("retrieval", self.mode, f"expected one of {', '.join(MODES)}")
         if self.k < 1:
             raise ParameterError("k", self.k, "at least 1")
+        if self.rerank_depth < 1:
+            raise ParameterError("rerank_depth", self.rerank_depth, "at least 1")
 
     def in_mode(self, mode: str) -> Selection:
         return replace(self, mode=mode)

@@ -111,9 +111,8 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
             return JSONResponse(error_body(message, "invalid_request_error", "model_not_found", "model"), 404)
         max_tokens = body.max_completion_tokens or body.max_tokens or 128
         temperature = 0.0 if body.temperature is None else body.temperature  # ask's default: the same answers
-        seed = 0 if body.seed is None else body.seed
         pending = await s.retrieve(body.question(), None, body.selection(), max_tokens, body.system_prompt())
-        answers = s.answer(pending, max_tokens, temperature, seed, body.ignore_eos)
+        answers = s.answer(pending, max_tokens, temperature, body.seed, body.ignore_eos)
         completion = Completion(s.llm)
         sources = ranked_sources(pending.hits)
         if not body.stream:
@@ -127,7 +126,7 @@ def create_app(prepared: Prepared, notify=lambda line: None) -> FastAPI:
                 if delta:
                     yield _data(completion.chunk({"content": delta}))
                 if row is not None:
-                    yield _data(completion.chunk({}, row["finish_reason"], cost_usd=row["cost_usd"]))
+                    yield _data(completion.chunk({}, row["finish_reason"], cost_usd=row["cost_usd"], citations=row["citations"]))
                     if include_usage:
                         yield _data(completion.usage_chunk(row))
             yield "data: [DONE]\n\n"

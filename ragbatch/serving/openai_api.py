@@ -1,5 +1,5 @@
 """OpenAI chat-completions shapes (`chat.completion` and `chat.completion.chunk`), plus
-ragbatch's `sources`, which OpenAI clients keep as an extra field (`response.sources`,
+ragbatch's `sources` and `citations`, which OpenAI clients keep as extra fields (`response.sources`,
 or `model_extra["sources"]` in the Python client)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Completion:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": row["answer"]}, "finish_reason": row["finish_reason"], "logprobs": None}],
             "usage": usage(row),
             "sources": sources,
+            "citations": row["citations"],
             "cost_usd": row["cost_usd"],
             "store": store,
             "version": version,

@@ -3,7 +3,7 @@ prices file or engine argument fails at start with one line, not after a minute 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ragbatch.errors import RagbatchError
@@ -24,6 +24,7 @@ class ServeOptions:
     replicas: int | None = None  # Ray Serve replicas; None: one process (or RAY_ADDRESS: 1 replica)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     limits: Limits = field(default_factory=Limits)
+    rerank: str | None = None  # a cross-encoder every retrieval is reordered by (a server setting, not a request's)
 
 
 @dataclass
@@ -34,13 +35,14 @@ class Prepared:
     setup: GenerationSetup
 
 
-def prepare(options: ServeOptions) -> Prepared:
+def prepare(options: ServeOptions, notify=lambda line: None) -> Prepared:
     store = Path(options.store)
     if is_published(store):
         require_store_path(store)
         require_manifest(store.resolve())
     else:
         require_manifest(store)
+    options = replace(options, generation=settings.with_default_llm(options.generation, notify))
     return Prepared(options, settings.prepare(options.generation))
 
 

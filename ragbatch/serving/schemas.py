@@ -43,7 +43,7 @@ class SearchRequest(SelectionFields):
 class GenerationFields(BaseModel):
     max_tokens: int = Field(128, ge=1, description="Most tokens in the answer.")
     temperature: float = Field(0.0, ge=0)
-    seed: int = 0
+    seed: int | None = Field(None, description="A per-request sampling seed [default: none].")
     ignore_eos: bool = Field(False, description="Generate max_tokens whatever the model says (benchmarks).")
     stream: bool = False
 

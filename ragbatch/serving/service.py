@@ -8,7 +8,7 @@ window, the same row, the same price table and tiktoken counts.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ragbatch.asking.questions import text_id
 from ragbatch.errors import ParameterError, RagbatchError
@@ -50,7 +50,7 @@ class Service:
         self.retriever = LiveRetriever(prepared.options.store, device=self.setup.device, metrics=metrics, notify=notify)
         try:
             generation = prepared.options.generation
-            self.engine = AsyncEngine(self.setup.llm_path, generation.max_model_len, self.setup.device, generation.seed, self.setup.engine, metrics)
+            self.engine = AsyncEngine(self.setup.llm_path, generation.max_model_len, self.setup.device, generation.seed or 0, self.setup.engine, metrics)
         except BaseException:
             self.retriever.close()
             raise
@@ -63,6 +63,8 @@ class Service:
         limit = self.prepared.options.limits.max_question_chars
         if len(question) > limit:  # before any tokenising or embedding
             raise BadRequest(413, "question", f"the question is {len(question)} characters; this server takes at most {limit}")
+        if self.prepared.options.rerank:
+            selection = replace(selection, rerank=self.prepared.options.rerank)
         try:
             return await self.retriever.search(question, selection)
         except ParameterError as exc:  # a field the chunks do not have, say: named as the body names it

@@ -104,7 +104,7 @@ def test_second_writer_on_one_out_is_refused_and_overwrite_replaces_only_at_fini
     out = tmp_path / "a.parquet"
     schema = answer_schema(QUESTIONS, None)
     first = AnswerWriter(out, schema, mode="resume")
-    with pytest.raises(RagbatchError, match="another `ragbatch ask` is writing these answers"):
+    with pytest.raises(RagbatchError, match="another `ragbatch ask` is writing this file"):
         AnswerWriter(out, schema, mode="resume")
     first.write([row("1", schema), row("2", schema)])
     first.finish(order=["1", "2"])

@@ -18,6 +18,7 @@ from helpers import ROOT, write_questions
 from helpers import ragbatch_cli as ragbatch
 
 from ragbatch.asking.answer_file import BASE_COLUMNS, RUN_METADATA
+from ragbatch.generation.rows import citations
 from ragbatch.store.records import unpack
 
 
@@ -98,6 +99,8 @@ def test_ask_writes_every_column_with_exact_counts_and_per_row_errors(store, tmp
         assert row["prompt_tokens"] == len(prompt.token_ids)
         assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1.0 + row["completion_tokens"] * 2.0) / 1e6)
         assert row["llm"] == "smollm2-135m-instruct" and row["embedder"] == "all-MiniLM-L6-v2"
+        # Citations are the answer's [n] markers read against the passages the prompt held.
+        assert (row["citations"], row["citations_dropped"]) == citations(row["answer"], row["sources"][: row["passages_used"]])
     assert rows["huge"]["error"].startswith("prompt too long") and rows["huge"]["answer"] is None
     assert report["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows.values())
 

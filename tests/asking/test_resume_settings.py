@@ -62,3 +62,16 @@ def test_a_filter_or_a_prompt_is_a_setting_too(answered):
         ragbatch.ask(str(questions), store, out=out, resume=True, selection=Selection(chunk_filter=Selection().chunk_filter.parse(["source=freedonia.txt"])))
     with pytest.raises(RagbatchError, match="system_prompt"):
         ragbatch.ask(str(questions), store, out=out, resume=True, system_prompt="Answer in French.")
+
+
+def test_no_seed_is_recorded_as_none_and_an_older_files_seed_0_means_the_same(answered, tmp_path):
+    questions, out, store = answered
+    assert json.loads(pq.read_schema(out).metadata[RUN_METADATA])["seed"] is None  # no per-request seed
+    # A file from before seeds were optional recorded 0 for "no --seed": it resumes.
+    older = tmp_path / "older.parquet"
+    table = pq.read_table(out)
+    run = {**json.loads(table.schema.metadata[RUN_METADATA]), "seed": 0}
+    pq.write_table(table.replace_schema_metadata({RUN_METADATA: json.dumps(run)}), older)
+    assert ragbatch.ask(str(questions), store, out=older, resume=True).skipped == 1
+    with pytest.raises(RagbatchError, match="seed 0, now 5"):
+        ragbatch.ask(str(questions), store, out=older, resume=True, seed=5)

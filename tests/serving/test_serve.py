@@ -127,6 +127,7 @@ def test_openai_client_works_unchanged_with_sources(site, client):
     assert response.choices[0].message.content == row["answer"] and response.choices[0].finish_reason == row["finish_reason"]
     assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (row["prompt_tokens"], row["completion_tokens"])
     assert [s["chunk_id"] for s in response.model_extra["sources"]] == row["chunk_ids"]
+    assert response.model_extra["citations"] == row["citations"] and isinstance(row["citations_dropped"], int)
     stream = openai.chat.completions.create(
         model="smollm2-135m-instruct",
         messages=[{"role": "user", "content": CAPITAL}],
@@ -140,6 +141,7 @@ def test_openai_client_works_unchanged_with_sources(site, client):
     assert text.strip() == row["answer"]
     assert [s["chunk_id"] for s in chunks[0].model_extra["sources"]] == row["chunk_ids"]
     assert chunks[-1].usage.completion_tokens == row["completion_tokens"]
+    assert next(c for c in chunks if c.choices and c.choices[0].finish_reason).model_extra["citations"] == row["citations"]
     assert [m.id for m in openai.models.list()] == ["smollm2-135m-instruct"]
 
 

@@ -1,0 +1,1 @@
+"""`ragbatch judge`: rate answers with an LLM judge (rubrics, prompts, verdicts, summary, report, pipeline)."""

@@ -1,0 +1,1 @@
+"""`ragbatch synth`: synthetic questions and reference answers from a store (sampling, pipeline)."""

@@ -1,0 +1,106 @@
+"""`ragbatch judge` for real: the packaged model in vLLM's CPU build rates answers of a
+real `ask` run (groundedness from the store's chunks) and of a plain JSONL; every verdict
+is valid, a rerun judges nothing, a killed run resumes with every id once, and bad input
+gets one line."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import ROOT, ragbatch_cli, write_questions
+
+import ragbatch
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    {"id": "capital", "question": "What is the capital of Freedonia?", "reference_answer": "Zubrowka, a city on the river Vel."},
+    {"id": "dish", "question": "What is Freedonia's national dish?", "reference_answer": "Brodo, a stew of lentils."},
+    {"id": "president", "question": "Who was the president of Freedonia in 1933?", "reference_answer": "Rufus T. Firefly."},
+]
+
+
+@pytest.fixture(scope="module")
+def answers(freedonia_store, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("judge")
+    report = ragbatch.ask(str(write_questions(folder / "q.jsonl", QUESTIONS)), freedonia_store, out=folder / "q.parquet", k=2, max_tokens=40)
+    assert report.answered == 3
+    return folder / "q.parquet"
+
+
+def test_judge_rates_an_ask_file_on_every_aspect_and_a_rerun_judges_nothing(answers, tmp_path):
+    first = ragbatch_cli("judge", answers, "--json", "--max-model-len", "2048", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["judged"] == 3 and report["unparsed"] == 0 and report["failed"] == 0
+    out = tmp_path / "outputs" / "q-judged.parquet"
+    assert report["out"].endswith("outputs/q-judged.parquet")
+    rows = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in rows] == ["capital", "dish", "president"]
+    for row in rows:
+        assert row["quality"] in range(1, 6) and row["relevance"] in range(1, 6), row
+        assert 1 <= row["quality_expected"] <= 5 and len(row["quality_reason"]) <= 240
+        # The store the ask file records gave the passages: every sentence got a verdict.
+        assert row["sentences_judged"] >= 1 and 0 <= row["groundedness"] <= 1
+        assert len(row["unsupported"]) == round((1 - row["groundedness"]) * row["sentences_judged"])
+        assert row["reference_answer"] and row["sources"]  # the input's columns come along
+        assert row["judge_prompt_tokens"] > 0 and row["error"] is None
+    summary = report["summary"]
+    assert summary["by"] == "llm" and summary["quality_rated"] == 3
+    assert summary["quality_mean"] == pytest.approx(sum(r["quality"] for r in rows) / 3, abs=1e-4)
+    assert sum(summary["quality_histogram"].values()) == 3
+
+    again = ragbatch_cli("judge", answers, "--json", "--max-model-len", "2048", "--report", tmp_path / "j.html", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["judged"] == 0 and "3 of 3 answers already judged" in again.stderr
+    assert "<svg" in (tmp_path / "j.html").read_text()
+    changed = ragbatch_cli("judge", answers, "--aspects", "relevance", "--max-model-len", "2048", cwd=tmp_path)
+    assert changed.returncode == 1 and "made with other settings (aspects)" in changed.stderr
+
+
+def test_a_killed_judge_run_resumes_with_every_id_once(tmp_path):
+    rows = [
+        {
+            "id": f"r{i}",
+            "system": "ab"[i % 2],
+            "question": f"How many oranges did Passepartout buy on day {i}?",
+            "reference_answer": f"{i} oranges.",
+            "answer": f"He bought {i + i % 3} oranges.",
+        }
+        for i in range(24)
+    ]
+    file = write_questions(tmp_path / "rated.jsonl", rows)
+    out = tmp_path / "v.parquet"
+    args = [sys.executable, str(ROOT / "cli.py"), "judge", str(file), "--out", str(out), "--aspects", "quality", "--part-rows", "2", "--max-model-len", "2048"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = tmp_path / "v.parquet.parts"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(parts.glob("part-*.parquet")), "the run finished or failed before its first part"
+
+    resumed = ragbatch_cli("judge", file, "--out", out, "--aspects", "quality", "--resume", "--json", "--max-model-len", "2048")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert 0 < report["skipped"] < 24 and report["judged"] == 24 - report["skipped"]
+    table = pq.read_table(out)
+    assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    assert all(q in range(1, 6) for q in table.column("quality").to_pylist())
+    assert report["summary"]["by"] == "system" and set(report["summary"]["groups"]) == {"a", "b"}
+    assert not parts.exists()
+
+
+def test_bad_input_gets_one_line_naming_the_file(tmp_path):
+    no_answers = write_questions(tmp_path / "plain.jsonl", [{"question": "Where is Etna?"}])
+    result = ragbatch_cli("judge", no_answers, "--out", tmp_path / "v.parquet")
+    assert result.returncode == 1 and result.stderr.strip() == f'error: {no_answers}: no row has an "answer" to judge'
+    missing = ragbatch_cli("judge", tmp_path / "nope.jsonl")
+    assert missing.returncode == 1 and "nope.jsonl: no such file" in missing.stderr and "Traceback" not in missing.stderr
+    aspects = ragbatch_cli("judge", no_answers, "--aspects", "beauty")
+    assert aspects.returncode != 0 and "--aspects" in aspects.stderr
