@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test check lint bench
+.PHONY: install demo test check lint bench gpu-check
 
 install:
 	bash scripts/install.sh
@@ -29,3 +29,15 @@ lint:
 
 bench: install
 	$(BIN)/python benchmarks/index_bench.py
+
+# The GPU verification in one command, on a machine with an NVIDIA GPU: the gpu build, the
+# GPU tests (failing, not skipping, where torch sees no GPU), the embedder benchmark and a
+# small ask benchmark; everything printed also goes to outputs/gpu-check.txt.
+gpu-check: SHELL := /bin/bash
+gpu-check:
+	RAGBATCH_FLAVOUR=gpu bash scripts/install.sh
+	mkdir -p outputs
+	{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+	  RAGBATCH_EXPECT_GPU=1 $(BIN)/python -m pytest -m gpu -q -p no:cacheprovider; status=$$?; \
+	  $(BIN)/python benchmarks/gpu_embed_bench.py; \
+	  $(BIN)/python benchmarks/ask_bench.py --questions 50; exit $$status; } 2>&1 | tee outputs/gpu-check.txt; exit $${PIPESTATUS[0]}

@@ -71,6 +71,7 @@ def judge_summary(report) -> None:
             ("quality >= 4, share", _score(s.quality_good, 3)),
             ("relevance, mean (1-5)", _score(s.relevance_mean)),
             ("groundedness (sentences supported)", _score(s.groundedness, 3)),
+            ("citations (sentences their passages support)", f"{_score(s.citation_support, 3)} of {s.citations_checked}"),
             ("seconds", f"{report.seconds:.1f}"),
             ("verdicts", report.out),
         ],

@@ -95,13 +95,17 @@ def citations(answer: str, passages: list[str]) -> tuple[list[str], int]:
     in the order first cited, and how many markers pointed to no passage the prompt held."""
     cited: dict[str, None] = {}
     dropped = 0
-    for marker in _MARKER.finditer(answer):
-        for number in _numbers(marker.group(1)):
-            if 1 <= number <= len(passages):
-                cited[passages[number - 1]] = None
-            else:
-                dropped += 1
+    for number in cited_numbers(answer):
+        if 1 <= number <= len(passages):
+            cited[passages[number - 1]] = None
+        else:
+            dropped += 1
     return list(cited), dropped
+
+
+def cited_numbers(text: str) -> list[int]:
+    """The passage numbers a text's `[n]` markers name, in order (repeats kept)."""
+    return [number for marker in _MARKER.finditer(text) for number in _numbers(marker.group(1))]
 
 
 def _numbers(text: str) -> list[int]:

@@ -29,7 +29,7 @@ from ragbatch.judging.inputs import Judged, attach, read_rows, store_of
 from ragbatch.judging.prompts import Request, requests_for
 from ragbatch.judging.report import write_report
 from ragbatch.judging.summary import JudgeSummary, summarize
-from ragbatch.judging.verdicts import Unparsed, expected_score, parse_score, parse_sentences
+from ragbatch.judging.verdicts import Unparsed, expected_score, parse_score, parse_sentences, parse_supported
 from ragbatch.locations import OUTPUTS
 from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.progress import working
@@ -52,6 +52,9 @@ VERDICT_COLUMNS = [
     ("groundedness", "double"),  # share of the judged sentences the passages support
     ("sentences_judged", "int64"),
     ("unsupported", "list<string>"),  # the sentences they do not
+    ("citations_checked", "int64"),  # sentences citing passages as [n], checked against those passages
+    ("citations_supported", "int64"),  # of which the cited passages support
+    ("unsupported_citations", "list<string>"),  # the others
     ("judge", "string"),
     ("judge_prompt_tokens", "int64"),
     ("judge_completion_tokens", "int64"),
@@ -326,6 +329,9 @@ def _verdict_row(item: Judged, judge_name: str, schema) -> dict:
         "groundedness": None,
         "sentences_judged": None,
         "unsupported": None,
+        "citations_checked": 0,
+        "citations_supported": 0,
+        "unsupported_citations": [],
         "judge": judge_name,
         "judge_prompt_tokens": 0,
         "judge_completion_tokens": 0,
@@ -338,6 +344,14 @@ def _verdict_row(item: Judged, judge_name: str, schema) -> dict:
 def _fill(row: dict, request: Request, generation, tokenizer) -> None:
     """The verdict's fields in the row; raises Unparsed."""
     aspect = request.ask.aspect
+    if aspect == "citation":
+        backed = parse_supported(generation.text)
+        row["citations_checked"] += 1
+        if backed:
+            row["citations_supported"] += 1
+        else:
+            row["unsupported_citations"].append(request.sentences[0])
+        return
     if aspect == "groundedness":
         supported = parse_sentences(generation.text, len(request.sentences))
         row["sentences_judged"] = len(supported)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ragbatch.generation.prompting import PromptTooLong, render_chat
+from ragbatch.generation.rows import cited_numbers
 from ragbatch.judging import rubrics
 from ragbatch.judging.inputs import Judged
 from ragbatch.judging.rubrics import Ask
@@ -38,6 +39,25 @@ def requests_for(index: int, item: Judged, aspects: tuple[str, ...], tokenizer, 
     if "groundedness" in aspects and item.passages and sentences:
         request = _fitted(index, tokenizer, context_window, lambda _, p: rubrics.groundedness(p, sentences), [], list(item.passages))
         request.sentences = sentences
+        made.append(request)
+        made += _citation_checks(index, item.passages, sentences, tokenizer, context_window)
+    return made
+
+
+def _citation_checks(index: int, passages: list[str], sentences: list[str], tokenizer, window: int) -> list[Request]:
+    """One request per sentence that cites passages the prompt held: do those support it?"""
+    made = []
+    for sentence in sentences:
+        numbers = sorted({n for n in cited_numbers(sentence) if 1 <= n <= len(passages)})
+        if not numbers:
+            continue
+        cited = [(n, passages[n - 1]) for n in numbers]
+
+        def make(texts: list[str], kept: list[str], numbers=numbers, sentence=sentence) -> Ask:
+            return rubrics.citation(list(zip(numbers, kept)), sentence)
+
+        request = _fitted(index, tokenizer, window, make, [], [text for _, text in cited])
+        request.sentences = [sentence]
         made.append(request)
     return made
 

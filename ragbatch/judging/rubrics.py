@@ -6,7 +6,8 @@ Three aspects, each one prompt per answer:
   assistant's GPT-4 judge (ray-project/llm-applications), so its tables compare;
 - relevance: 1-5, does the answer address the question asked;
 - groundedness: for each sentence of the answer, is it supported by the passages the
-  answer was written from.
+  answer was written from; and for each sentence that cites passages as `[n]`, do the
+  passages it cites support it (the citation check).
 
 Every verdict is JSON held to a schema by vLLM's structured outputs (xgrammar). Guided
 decoding constrains a verdict's shape, not its length: a small model can repeat inside a
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ASPECTS = ("quality", "relevance", "groundedness")
+ASPECTS = ("quality", "relevance", "groundedness")  # groundedness includes the citation check
 SCORES = [1, 2, 3, 4, 5]
 REASON_CHARS = 160  # the reason's bound, in characters (the grammar enforces it): one short sentence
 MAX_SENTENCES = 24  # groundedness judges at most this many sentences of an answer
@@ -54,6 +55,12 @@ GROUNDEDNESS_SYSTEM = (
     "You check answers against their sources. For each numbered sentence of the answer, say whether the numbered passages support it: "
     "true if the passages state or directly imply what the sentence claims, false if the sentence adds anything the passages do not say. "
     'A sentence that makes no claim (a greeting, "I don\'t know") is true.'
+)
+
+
+CITATION_SYSTEM = (
+    "You check citations. Say whether the cited passages support the sentence: true if they state or directly imply "
+    "what the sentence claims, false if the sentence claims anything they do not say."
 )
 
 
@@ -110,6 +117,13 @@ def groundedness(passages: list[str], sentences: list[str]) -> Ask:
     claims = "\n".join(f"s{i}: {s}" for i, s in enumerate(sentences, 1))
     user = f"Passages:\n{context}Answer sentences:\n{claims}"
     return Ask("groundedness", GROUNDEDNESS_SYSTEM, user, _json(sentences_schema(len(sentences))), 8 * len(sentences) + 16)
+
+
+def citation(cited: list[tuple[int, str]], sentence: str) -> Ask:
+    """Do the passages a sentence cites, (number, text) as numbered in the answer's prompt, support it?"""
+    schema = {"type": "object", "properties": {"supported": {"type": "boolean"}}, "required": ["supported"], "additionalProperties": False}
+    context = "".join(f"[{n}] {text.strip()}\n\n" for n, text in cited)
+    return Ask("citation", CITATION_SYSTEM, f"Cited passages:\n{context}Sentence: {sentence}", _json(schema), 16)
 
 
 def _json(schema: dict) -> dict:

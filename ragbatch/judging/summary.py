@@ -20,6 +20,8 @@ class Scores:
     relevance_mean: float | None = None
     groundedness: float | None = None  # supported sentences / judged sentences
     sentences_judged: int = 0
+    citation_support: float | None = None  # citing sentences their cited passages support / checked
+    citations_checked: int = 0
 
     def as_json(self) -> dict:
         return {name: (round(value, 4) if isinstance(value, float) else value) for name, value in self.__dict__.items()}
@@ -71,6 +73,8 @@ def scores_of(rows: list[dict]) -> Scores:
     relevance = [r["relevance"] for r in rows if r.get("relevance") is not None]
     judged = sum(r.get("sentences_judged") or 0 for r in rows)
     supported = sum(round((r.get("groundedness") or 0.0) * (r.get("sentences_judged") or 0)) for r in rows)
+    checked = sum(r.get("citations_checked") or 0 for r in rows)
+    backed = sum(r.get("citations_supported") or 0 for r in rows)
     return Scores(
         rows=len(rows),
         failed=sum(1 for r in rows if r.get("error")),
@@ -80,6 +84,8 @@ def scores_of(rows: list[dict]) -> Scores:
         relevance_mean=_mean(relevance),
         groundedness=supported / judged if judged else None,
         sentences_judged=judged,
+        citation_support=backed / checked if checked else None,
+        citations_checked=checked,
     )
 
 

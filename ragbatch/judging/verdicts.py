@@ -30,6 +30,14 @@ def parse_sentences(text: str, count: int) -> list[bool]:
     return [bool(value) for value in supported]
 
 
+def parse_supported(text: str) -> bool:
+    """The verdict of a citation check."""
+    value = _object(text).get("supported")
+    if not isinstance(value, bool):
+        raise Unparsed(f"expected true or false, got {_short(text)}")
+    return value
+
+
 def expected_score(token_ids: list[int], logprobs: list | None, tokenizer) -> float | None:
     """The score weighted by the judge's own probabilities of 1-5 where it wrote the
     score (G-Eval's expected score): it ranks answers that the integer scores tie.

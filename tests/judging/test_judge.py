@@ -104,3 +104,19 @@ def test_bad_input_gets_one_line_naming_the_file(tmp_path):
     assert missing.returncode == 1 and "nope.jsonl: no such file" in missing.stderr and "Traceback" not in missing.stderr
     aspects = ragbatch_cli("judge", no_answers, "--aspects", "beauty")
     assert aspects.returncode != 0 and "--aspects" in aspects.stderr
+
+
+def test_citing_sentences_are_checked_against_the_passages_they_cite(tmp_path):
+    passages = ["The capital of Freedonia is Zubrowka, a city on the river Vel.", "Freedonia's national dish is a stew of lentils called brodo."]
+    rows = [
+        {"id": "c1", "question": "What is the capital of Freedonia?", "answer": "Zubrowka [1]. It lies on the Vel [1].", "passages": passages},
+        {"id": "c2", "question": "What do Freedonians eat?", "answer": "Brodo, a lentil stew [2]. It is eaten at Easter [2].", "passages": passages},
+    ]
+    file = write_questions(tmp_path / "cited.jsonl", rows)
+    result = ragbatch_cli("judge", file, "--out", tmp_path / "v.parquet", "--aspects", "groundedness", "--json", "--max-model-len", "2048")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["unparsed"] == 0 and report["summary"]["citations_checked"] == 4
+    for row in pq.read_table(tmp_path / "v.parquet").to_pylist():
+        assert row["citations_checked"] == 2 and row["citations_supported"] + len(row["unsupported_citations"]) == 2
+        assert row["sentences_judged"] == 2 and row["quality"] is None and row["relevance"] is None

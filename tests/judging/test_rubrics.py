@@ -11,7 +11,7 @@ from ragbatch.generation.prompting import PromptTooLong
 from ragbatch.judging import rubrics
 from ragbatch.judging.inputs import Judged
 from ragbatch.judging.prompts import CUT_MARKER, requests_for
-from ragbatch.judging.verdicts import Unparsed, expected_score, parse_score, parse_sentences
+from ragbatch.judging.verdicts import Unparsed, expected_score, parse_score, parse_sentences, parse_supported
 
 
 def test_the_score_comes_before_a_reason_whose_length_the_grammar_bounds(llm_folder):
@@ -107,3 +107,16 @@ def test_long_texts_are_cut_until_prompt_and_verdict_fit_the_window(tokenizer):
 def test_the_schemas_are_valid_json_schema_documents():
     for schema in (rubrics.score_schema(), rubrics.sentences_schema(3)):
         assert json.loads(json.dumps(schema)) == schema
+
+
+def test_a_sentence_that_cites_passages_is_checked_against_those_alone(tokenizer):
+    row = {"id": "1", "question": "Where is Etna?", "answer": "Etna is in Sicily [2]. It erupts [1, 3]. Fine [9]."}
+    passages = ["Etna erupts often.", "Etna is on Sicily.", "Sicily is an island."]
+    made = requests_for(0, Judged(row, None, passages), ("groundedness",), tokenizer, 2048)
+    checks = [r for r in made if r.ask.aspect == "citation"]
+    assert [r.sentences for r in checks] == [["Etna is in Sicily [2]."], ["It erupts [1, 3]."]]  # [9] points nowhere: not checked
+    assert "[2] Etna is on Sicily." in checks[0].ask.user and "Etna erupts" not in checks[0].ask.user
+    assert "[1] Etna erupts often." in checks[1].ask.user and "[3] Sicily is an island." in checks[1].ask.user
+    assert parse_supported('{"supported":false}') is False
+    with pytest.raises(Unparsed):
+        parse_supported('{"supported":"yes"}')

@@ -1,8 +1,10 @@
-"""On a CUDA GPU (`pytest -m gpu`; skipped where torch sees none): the numerics of an
-instructor-large-shaped encoder in bf16/fp16, the device rule, the embedder giving its
-GPU memory back, and a Ray-free `index` + `search` on CUDA."""
+"""On a CUDA GPU (`pytest -m gpu`; skipped where torch sees none, and failed instead under
+RAGBATCH_EXPECT_GPU=1, so a GPU box whose torch cannot see the driver is not green): the
+numerics of an instructor-large-shaped encoder in bf16/fp16, the device rule, the embedder
+giving its GPU memory back, and a Ray-free `index` + `search` on CUDA."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +12,16 @@ import torch
 from click.testing import CliRunner
 from helpers import ROOT
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def a_gpu():
+    if torch.cuda.is_available():
+        return
+    if os.environ.get("RAGBATCH_EXPECT_GPU") == "1":
+        pytest.fail(f"RAGBATCH_EXPECT_GPU=1, but torch {torch.__version__} sees no CUDA GPU (built for CUDA {torch.version.cuda}; check the driver and CUDA_VISIBLE_DEVICES)")
+    pytest.skip("needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,9 @@ def test_half_precision_vectors_match_float32(instructor_shaped):
 
     texts = around_paragraphs(64)
     reference = SentenceTransformer(instructor_shaped.path, device="cuda")  # float32
+    # INSTRUCTOR's pooling, as the Embedder's: the instruction's tokens out of the mean
+    # (loaded from a folder, sentence-transformers would keep them in).
+    reference.set_pooling_include_prompt(False)
     full = reference.encode(texts, prompt=instructor_shaped.document_instruction, normalize_embeddings=True, convert_to_numpy=True)
     del reference
     embedder = Embedder(instructor_shaped, device="cuda")

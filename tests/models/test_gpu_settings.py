@@ -143,3 +143,17 @@ def test_on_a_gpu_the_7b_model_comes_from_the_hub_when_it_answers(tmp_path):
     assert result.returncode == 0, result.stderr
     chosen = json.loads(result.stdout.strip().splitlines()[-1])
     assert chosen["llm"] == GPU_LLM and chosen["notices"] == [] and chosen["path"].startswith(str(tmp_path / "hf-home"))
+
+
+def test_the_gpu_tests_fail_rather_than_skip_when_a_gpu_is_expected_and_torch_sees_none():
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the GPU tests run for real")
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/models/test_gpu.py", "-k", "device_rule"]
+    skipped = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "RAGBATCH_EXPECT_GPU": "0"}, timeout=300)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout
+    expected = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "RAGBATCH_EXPECT_GPU": "1"}, timeout=300)
+    assert expected.returncode == 1 and "RAGBATCH_EXPECT_GPU=1, but torch" in expected.stdout
