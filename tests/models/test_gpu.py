@@ -20,7 +20,9 @@ def a_gpu():
     if torch.cuda.is_available():
         return
     if os.environ.get("RAGBATCH_EXPECT_GPU") == "1":
-        pytest.fail(f"RAGBATCH_EXPECT_GPU=1, but torch {torch.__version__} sees no CUDA GPU (built for CUDA {torch.version.cuda}; check the driver and CUDA_VISIBLE_DEVICES)")
+        pytest.fail(
+            f"RAGBATCH_EXPECT_GPU=1, but torch {torch.__version__} sees no CUDA GPU (built for CUDA {torch.version.cuda}; check the driver and CUDA_VISIBLE_DEVICES)"
+        )
     pytest.skip("needs a CUDA GPU")
 
 
