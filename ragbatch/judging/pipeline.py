@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ragbatch.asking.answer_file import RUN_METADATA, AnswerWriter, answer_schema, carry_values
+from ragbatch.asking.answer_file import RUN_METADATA, AnswerWriter, answer_schema
 from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
@@ -29,7 +29,7 @@ from ragbatch.judging.inputs import Judged, attach, read_rows, store_of
 from ragbatch.judging.prompts import Request, requests_for
 from ragbatch.judging.report import write_report
 from ragbatch.judging.summary import JudgeSummary, summarize
-from ragbatch.judging.verdicts import Unparsed, expected_score, parse_score, parse_sentences, parse_supported
+from ragbatch.judging.verdicts import VERDICT_COLUMNS, Unparsed, fill, verdict_row
 from ragbatch.locations import OUTPUTS
 from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.progress import working
@@ -40,27 +40,6 @@ FLUSH_SECONDS = 10.0
 RETRY_TEMPERATURE = 0.7
 LOGPROBS = 5  # alternatives kept at the score's position (expected scores)
 
-VERDICT_COLUMNS = [
-    ("id", "string"),
-    ("question", "string"),
-    ("answer", "string"),
-    ("quality", "int64"),  # 1-5 against the reference; null without one
-    ("quality_expected", "double"),  # the score weighted by the judge's probabilities
-    ("quality_reason", "string"),
-    ("relevance", "int64"),
-    ("relevance_reason", "string"),
-    ("groundedness", "double"),  # share of the judged sentences the passages support
-    ("sentences_judged", "int64"),
-    ("unsupported", "list<string>"),  # the sentences they do not
-    ("citations_checked", "int64"),  # sentences citing passages as [n], checked against those passages
-    ("citations_supported", "int64"),  # of which the cited passages support
-    ("unsupported_citations", "list<string>"),  # the others
-    ("judge", "string"),
-    ("judge_prompt_tokens", "int64"),
-    ("judge_completion_tokens", "int64"),
-    ("retries", "int64"),
-    ("error", "string"),
-]
 # The settings that shape verdicts: a resumed file made with others is refused.
 SHAPING = ("judge", "aspects", "rubric", "max_model_len", "engine", "seed")
 
@@ -256,11 +235,12 @@ def _judge_rows(options: JudgeOptions, inputs, todo: list[dict], writer: AnswerW
         generator.close()
 
 
-def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: list[Judged], writer: AnswerWriter, report: JudgeReport, progress) -> None:
-    rows = [_verdict_row(item, judge_name, writer.schema) for item in items]
-    waiting: dict[int, int] = {}  # row index -> requests not yet answered
+def _requests(options: JudgeOptions, judge_name: str, generator: Generator, items: list[Judged], schema) -> tuple[list[dict], list[Request], dict[int, int]]:
+    """Each item's verdict row, every request of every row, and how many each row waits for
+    (0: nothing to ask, or its prompt cannot fit: the row has its error)."""
+    rows = [verdict_row(item, judge_name, schema) for item in items]
     requests: list[Request] = []
-    finished: list[dict] = []
+    waiting: dict[int, int] = {}
     for index, item in enumerate(items):
         try:
             made = requests_for(index, item, options.aspects, generator.tokenizer, generator.context_window)
@@ -269,9 +249,14 @@ def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: li
             made = []
         requests += made
         waiting[index] = len(made)
-        if not made:
-            finished.append(_done(rows[index], report))
+    return rows, requests, waiting
 
+
+def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: list[Judged], writer: AnswerWriter, report: JudgeReport, progress) -> None:
+    """Every request in one engine batch; rows are written as their last verdict comes,
+    verdicts that do not parse are asked again, all together, after the batch."""
+    rows, requests, waiting = _requests(options, judge_name, generator, items, writer.schema)
+    finished = [_done(row, report) for index, row in enumerate(rows) if waiting[index] == 0]
     task = progress.add_task("Judging", total=len(items))
     progress.advance(task, len(finished))
     flushed = time.perf_counter()
@@ -292,7 +277,7 @@ def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: li
                 report.prompt_tokens += generation.prompt_tokens
                 report.completion_tokens += generation.completion_tokens
                 try:
-                    _fill(row, request, generation, generator.tokenizer)
+                    fill(row, request, generation, generator.tokenizer)
                 except Unparsed as exc:
                     if attempt < options.retries:
                         retry.append(request)
@@ -313,55 +298,6 @@ def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: li
             raise
         requests, attempt = retry, attempt + 1
     writer.write(finished)
-
-
-def _verdict_row(item: Judged, judge_name: str, schema) -> dict:
-    row = item.row
-    return {
-        "id": row["id"],
-        "question": row["question"],
-        "answer": row["answer"],
-        "quality": None,
-        "quality_expected": None,
-        "quality_reason": None,
-        "relevance": None,
-        "relevance_reason": None,
-        "groundedness": None,
-        "sentences_judged": None,
-        "unsupported": None,
-        "citations_checked": 0,
-        "citations_supported": 0,
-        "unsupported_citations": [],
-        "judge": judge_name,
-        "judge_prompt_tokens": 0,
-        "judge_completion_tokens": 0,
-        "retries": 0,
-        "error": None,
-        **carry_values(row, schema, None, VERDICT_COLUMNS, passed=frozenset({"answer"})),
-    }
-
-
-def _fill(row: dict, request: Request, generation, tokenizer) -> None:
-    """The verdict's fields in the row; raises Unparsed."""
-    aspect = request.ask.aspect
-    if aspect == "citation":
-        backed = parse_supported(generation.text)
-        row["citations_checked"] += 1
-        if backed:
-            row["citations_supported"] += 1
-        else:
-            row["unsupported_citations"].append(request.sentences[0])
-        return
-    if aspect == "groundedness":
-        supported = parse_sentences(generation.text, len(request.sentences))
-        row["sentences_judged"] = len(supported)
-        row["groundedness"] = sum(supported) / len(supported)
-        row["unsupported"] = [s for s, ok in zip(request.sentences, supported) if not ok]
-        return
-    score, reason = parse_score(generation.text)
-    row[aspect], row[f"{aspect}_reason"] = score, reason
-    if aspect == "quality":
-        row["quality_expected"] = expected_score(generation.token_ids or [], generation.logprobs, tokenizer)
 
 
 def _done(row: dict, report: JudgeReport) -> dict:

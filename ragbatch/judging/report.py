@@ -65,7 +65,8 @@ def _number(value, digits: int = 2) -> str:
 
 
 def _table(groups: dict[str, Scores], by: str | None) -> str:
-    head = f'<tr><th class="l">{_e(by or "")}</th><th>answers</th><th>quality</th><th>share &ge; 4</th><th>relevance</th><th>groundedness</th><th>citations supported</th><th>failed</th></tr>'
+    names = ("answers", "quality", "share &ge; 4", "relevance", "groundedness", "citations supported", "failed")
+    head = f'<tr><th class="l">{_e(by or "")}</th>' + "".join(f"<th>{name}</th>" for name in names) + "</tr>"
     body = [
         f'<tr><td class="l">{_e(name)}</td><td>{s.rows}</td><td>{_number(s.quality_mean)}</td><td>{_number(s.quality_good, 3)}</td>'
         f"<td>{_number(s.relevance_mean)}</td><td>{_number(s.groundedness, 3)}</td><td>{_number(s.citation_support, 3)}</td><td>{s.failed}</td></tr>"

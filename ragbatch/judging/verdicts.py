@@ -5,7 +5,32 @@ from __future__ import annotations
 import json
 import math
 
+from ragbatch.asking.answer_file import carry_values
+from ragbatch.judging.inputs import Judged
+from ragbatch.judging.prompts import Request
 from ragbatch.judging.rubrics import SCORES
+
+VERDICT_COLUMNS = [
+    ("id", "string"),
+    ("question", "string"),
+    ("answer", "string"),
+    ("quality", "int64"),  # 1-5 against the reference; null without one
+    ("quality_expected", "double"),  # the score weighted by the judge's probabilities
+    ("quality_reason", "string"),
+    ("relevance", "int64"),
+    ("relevance_reason", "string"),
+    ("groundedness", "double"),  # share of the judged sentences the passages support
+    ("sentences_judged", "int64"),
+    ("unsupported", "list<string>"),  # the sentences they do not
+    ("citations_checked", "int64"),  # sentences citing passages as [n], checked against those passages
+    ("citations_supported", "int64"),  # of which the cited passages support
+    ("unsupported_citations", "list<string>"),  # the others
+    ("judge", "string"),
+    ("judge_prompt_tokens", "int64"),
+    ("judge_completion_tokens", "int64"),
+    ("retries", "int64"),
+    ("error", "string"),
+]
 
 
 class Unparsed(ValueError):
@@ -79,3 +104,53 @@ def _object(text: str) -> dict:
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def verdict_row(item: Judged, judge_name: str, schema) -> dict:
+    """A row's verdict columns, empty, and the input's other columns (`schema`: the file's)."""
+    row = item.row
+    return {
+        "id": row["id"],
+        "question": row["question"],
+        "answer": row["answer"],
+        "quality": None,
+        "quality_expected": None,
+        "quality_reason": None,
+        "relevance": None,
+        "relevance_reason": None,
+        "groundedness": None,
+        "sentences_judged": None,
+        "unsupported": None,
+        "citations_checked": 0,
+        "citations_supported": 0,
+        "unsupported_citations": [],
+        "judge": judge_name,
+        "judge_prompt_tokens": 0,
+        "judge_completion_tokens": 0,
+        "retries": 0,
+        "error": None,
+        **carry_values(row, schema, None, VERDICT_COLUMNS, passed=frozenset({"answer"})),
+    }
+
+
+def fill(row: dict, request: Request, generation, tokenizer) -> None:
+    """One request's verdict into its row's columns; raises Unparsed."""
+    aspect = request.ask.aspect
+    if aspect == "citation":
+        backed = parse_supported(generation.text)
+        row["citations_checked"] += 1
+        if backed:
+            row["citations_supported"] += 1
+        else:
+            row["unsupported_citations"].append(request.sentences[0])
+        return
+    if aspect == "groundedness":
+        supported = parse_sentences(generation.text, len(request.sentences))
+        row["sentences_judged"] = len(supported)
+        row["groundedness"] = sum(supported) / len(supported)
+        row["unsupported"] = [s for s, ok in zip(request.sentences, supported) if not ok]
+        return
+    score, reason = parse_score(generation.text)
+    row[aspect], row[f"{aspect}_reason"] = score, reason
+    if aspect == "quality":
+        row["quality_expected"] = expected_score(generation.token_ids or [], generation.logprobs, tokenizer)
