@@ -36,7 +36,7 @@ from ragbatch.retrieval.filters import ChunkFilter
 from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import DEFAULT_K, DEFAULT_MODE, MAX_PER_SECTION, Selection
 from ragbatch.store.check import StoreHealth, check_store
-from ragbatch.store.locks import store_lock
+from ragbatch.store.locks import Waiting, say_on_stderr, store_lock
 from ragbatch.store.manifest import require_manifest, require_store_path
 from ragbatch.store.publish import Published
 from ragbatch.store.publish import publish as publish_store
@@ -52,7 +52,9 @@ Notify = Callable[[str], None]
 
 
 def _quiet(line: str) -> None:
-    pass
+    """Where the caller passed no `notify`: nothing is printed but a wait for a store."""
+    if isinstance(line, Waiting):
+        say_on_stderr(line)
 
 
 def _store(store: PathLike | None) -> Path:

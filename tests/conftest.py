@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # Tests never reach the real Hugging Face hub (it is not reachable here, and a test must not
 # depend on it): the tests of downloading run a fake hub in a subprocess without this.
@@ -77,7 +78,18 @@ with store_lock(Path(sys.argv[1]), command="ragbatch index") as status:
 @pytest.fixture
 def held_store(tmp_path):
     """A store whose write lock another process holds, as an index run does."""
-    store = tmp_path / "store"
+    yield from _held(tmp_path / "store")
+
+
+@pytest.fixture
+def held_freedonia(tmp_path, freedonia_store):
+    """A copy of the Freedonia store (a whole one) whose write lock another process holds."""
+    import shutil
+
+    yield from _held(Path(shutil.copytree(freedonia_store, tmp_path / "freedonia")))
+
+
+def _held(store):
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "held"
     yield store, proc

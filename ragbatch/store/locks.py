@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ragbatch.errors import StoreError
+from ragbatch.errors import Note, StoreError
 
 LOCK_FILE = ".ragbatch.lock"
 WRITER_FILE = ".ragbatch.writer.json"
@@ -39,6 +39,11 @@ Notify = Callable[[str], None]
 
 class StoreBusy(StoreError):
     """A reader gave up waiting for the index run writing a local store."""
+
+
+class Waiting(Note):
+    """A line saying what a store waits for: said even where a caller hears nothing else
+    (the Python API's default), because a wait must never be silent."""
 
 
 def say_on_stderr(line: str) -> None:
@@ -143,9 +148,9 @@ def _readers_lock(store: Path, mode: str, notify: Notify, wait: float | None) ->
     except Timeout:
         if mode == "read":
             until = f"; giving up after {wait:g} s" if wait is not None else ""
-            notify(f"{store}: waiting for {_who_writes(store)} to finish writing this store{until}")
+            notify(Waiting(f"{store}: waiting for {_who_writes(store)} to finish writing this store{until}"))
         else:
-            notify(f"{store}: waiting for the readers of this store (search, ask, eval, serve) to finish")
+            notify(Waiting(f"{store}: waiting for the readers of this store (search, ask, eval, serve) to finish"))
         try:
             acquire(timeout=-1 if wait is None else wait)
         except Timeout:

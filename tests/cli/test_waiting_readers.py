@@ -45,3 +45,18 @@ def test_a_search_during_a_real_index_run_says_so_at_once_then_answers(tmp_path)
         assert '"rank": 1' in out and "freedonia.txt" in out
     finally:
         run.kill()
+
+
+def test_the_python_api_says_a_wait_even_where_it_says_nothing_else(held_freedonia, capsys, tmp_path):
+    import ragbatch
+    from ragbatch.store.locks import StoreBusy
+
+    store, proc = held_freedonia
+    with pytest.raises(StoreBusy):
+        ragbatch.ask(["What is the capital?"], store, out=tmp_path / "a.parquet", wait=0.3)  # no notify given
+    said = capsys.readouterr().err
+    assert f"ragbatch: {store}: waiting for ragbatch index (pid {proc.pid}" in said
+    heard = []
+    with pytest.raises(StoreBusy):
+        ragbatch.evaluate(str(write_files(tmp_path, {"r.jsonl": '{"question": "q", "source": "a.txt"}\n'}) / "r.jsonl"), store, wait=0.3, notify=heard.append)
+    assert any("waiting for ragbatch index" in line for line in heard) and capsys.readouterr().err == ""
