@@ -57,6 +57,15 @@ def _quiet(line: str) -> None:
         say_on_stderr(line)
 
 
+def _running(pipeline, options, progress, notify: Notify | None):
+    """`pipeline(options, progress, notify)` with the caller's progress (else a silent one)
+    and notify (else `_quiet`)."""
+    if progress is not None:
+        return pipeline(options, progress, notify or _quiet)
+    with make_progress(False) as quiet:
+        return pipeline(options, quiet, notify or _quiet)
+
+
 def _store(store: PathLike | None) -> Path:
     return Path(store) if store is not None else default_store()
 
@@ -254,12 +263,7 @@ def ask(
         part_rows=part_rows,
         wait=wait,
     )
-    if progress is not None:
-        report = run_ask(options, progress, notify=notify or _quiet)
-    else:
-        with make_progress(False) as quiet:
-            report = run_ask(options, quiet, notify=notify or _quiet)
-    return AskResult(**vars(report))
+    return AskResult(**vars(_running(run_ask, options, progress, notify)))
 
 
 class JudgeResult(JudgeReport):
@@ -310,12 +314,7 @@ def judge(
         part_rows=part_rows,
         wait=wait,
     )
-    if progress is not None:
-        result = run_judge(options, progress, notify=notify or _quiet)
-    else:
-        with make_progress(False) as quiet:
-            result = run_judge(options, quiet, notify=notify or _quiet)
-    return JudgeResult(**vars(result))
+    return JudgeResult(**vars(_running(run_judge, options, progress, notify)))
 
 
 def synth(
@@ -343,10 +342,7 @@ def synth(
         overwrite=overwrite,
         wait=wait,
     )
-    if progress is not None:
-        return run_synth(options, progress, notify=notify or _quiet)
-    with make_progress(False) as quiet:
-        return run_synth(options, quiet, notify=notify or _quiet)
+    return _running(run_synth, options, progress, notify)
 
 
 @dataclass
@@ -391,7 +387,4 @@ def evaluate(
         selection=selection,
         wait=wait,
     )
-    if progress is not None:
-        return EvalResult(*run_evaluate(options, progress, notify or _quiet))
-    with make_progress(False) as quiet:
-        return EvalResult(*run_evaluate(options, quiet, notify or _quiet))
+    return EvalResult(*_running(run_evaluate, options, progress, notify))

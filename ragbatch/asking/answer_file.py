@@ -245,6 +245,39 @@ class AnswerWriter:
         self._lock.release()
 
 
+def refuse_other_settings(writer: AnswerWriter, run: dict, shaping: tuple[str, ...], parameters: dict[str, str | None], made: str = "answers") -> None:
+    """A resumed file keeps one set of settings: rows made another way are not mixed into
+    it. The `shaping` settings the file records are compared (older files record fewer);
+    the refusal names each change by its parameter (`parameters`: setting -> parameter,
+    None where none sets it; a setting not listed is its own parameter)."""
+    earlier = writer.earlier_run()
+    if earlier is None:
+        return
+    changed = [key for key in shaping if key in earlier and _comparable(key, json.loads(json.dumps(run[key]))) != _comparable(key, earlier[key])]
+    if not changed:
+        return
+    parts, refers = [], ["overwrite", "out"]
+    for key in changed:
+        param = parameters.get(key, key)
+        if param:
+            refers.append(param)
+        parts.append(f"{'{' + param + '}' if param else key} {_shown(earlier[key])}, now {_shown(run[key])}")
+    raise RagbatchError(
+        f"{writer.out}: its {made} were made with other settings ({'; '.join(parts)}); use {{overwrite}} to start over, or another {{out}}",
+        refers=tuple(refers),
+    )
+
+
+def _comparable(key: str, value):
+    # Files before per-request seeds were optional recorded 0 for "no --seed".
+    return None if key == "seed" and value == 0 else value
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _newest_per_id(table):
     """Keep the last row of each id: files are concatenated oldest first."""
     ids = table.column("id").to_pylist()

@@ -7,14 +7,13 @@ invocation fails in a second, not after minutes of embedding.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values
+from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values, refuse_other_settings
 from ragbatch.asking.questions import QuestionSource, read_questions
-from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
+from ragbatch.errors import Interrupted, Note, ParameterError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import PromptTooLong
@@ -151,7 +150,7 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
     run = answer_settings(options, inputs, embedder)
     writer = AnswerWriter(out, schema, mode)
     try:
-        refuse_other_settings(writer, run)
+        refuse_other_settings(writer, run, SHAPING, SETTING_PARAMETER)
         done = writer.done_ids() if writer.mode == "resume" else set()
         todo = [q for q in questions if q["id"] not in done]
         report.skipped = len(questions) - len(todo)
@@ -202,37 +201,6 @@ def answer_settings(options: AskOptions, inputs: GenerationInputs, embedder: str
     }
 
 
-def refuse_other_settings(writer: AnswerWriter, run: dict) -> None:
-    """A resumed file keeps one set of settings: answers made another way are not mixed
-    into it. Only settings the file records are compared (older files record fewer)."""
-    earlier = writer.earlier_run()
-    if earlier is None:
-        return
-    changed = [key for key in SHAPING if key in earlier and _comparable(key, json.loads(json.dumps(run[key]))) != _comparable(key, earlier[key])]
-    if not changed:
-        return
-    parts, refers = [], ["overwrite", "out"]
-    for key in changed:
-        param = SETTING_PARAMETER.get(key, key)
-        if param:
-            refers.append(param)
-        parts.append(f"{'{' + param + '}' if param else key} {_shown(earlier[key])}, now {_shown(run[key])}")
-    raise RagbatchError(
-        f"{writer.out}: its answers were made with other settings ({'; '.join(parts)}); use {{overwrite}} to start over, or another {{out}}",
-        refers=tuple(refers),
-    )
-
-
-def _comparable(key: str, value):
-    # Files before per-request seeds were optional recorded 0 for "no --seed".
-    return None if key == "seed" and value == 0 else value
-
-
-def _shown(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], writer: AnswerWriter, report: AskReport, progress, notify) -> str:
     """Retrieve for every question, then generate; returns the device it ran on."""
     with working(progress, f"Preparing {report.llm}"):
@@ -254,14 +222,7 @@ def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], wri
 def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict], hits: list, writer: AnswerWriter, report: AskReport, progress) -> None:
     count_tokens = options.generation.count_tokens
     with working(progress, f"Starting vLLM with {setup.llm_name}"):
-        generator = Generator(
-            setup.llm_path,
-            max_model_len=options.generation.max_model_len,
-            device=setup.device,
-            seed=options.generation.seed or 0,
-            name=setup.llm_name,
-            engine=setup.engine,
-        )
+        generator = Generator.for_setup(setup)
     try:
         ready: list[Prompted] = []
         pending: list[dict] = []

@@ -11,7 +11,8 @@ import gc
 import time
 from collections.abc import Iterator, Sequence
 
-from ragbatch.generation.vllm_engine import Generation, engine_arguments, generation_of, load_tokenizer, sampling_params, tokens_prompts
+from ragbatch.generation.settings import GenerationSetup
+from ragbatch.generation.vllm_engine import Generation, engine_arguments, generation_of, json_output_engine, load_tokenizer, sampling_params, tokens_prompts
 
 
 class Generator:
@@ -43,6 +44,19 @@ class Generator:
         self._llm = LLM(**settings)
         self.load_seconds = time.perf_counter() - started
         self.context_window = self._llm.llm_engine.model_config.max_model_len
+
+    @classmethod
+    def for_setup(cls, setup: GenerationSetup, json_output: bool = False) -> Generator:
+        """The engine a prepared setup describes (ask, judge, synth); `json_output` for
+        schema-bound JSON (judge's verdicts, synth's pairs: vllm_engine.json_output_engine)."""
+        return cls(
+            setup.llm_path,
+            max_model_len=setup.options.max_model_len,
+            device=setup.device,
+            seed=setup.options.seed or 0,
+            name=setup.llm_name,
+            engine=json_output_engine(setup.engine) if json_output else setup.engine,
+        )
 
     def stream(
         self,

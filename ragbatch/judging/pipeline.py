@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ragbatch.asking.answer_file import RUN_METADATA, AnswerWriter, answer_schema
-from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
+from ragbatch.asking.answer_file import RUN_METADATA, AnswerWriter, answer_schema, refuse_other_settings
+from ragbatch.errors import Interrupted, Note, ParameterError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import PromptTooLong
 from ragbatch.generation.settings import GenerationOptions
-from ragbatch.generation.vllm_engine import json_output_engine, requested_engine
+from ragbatch.generation.vllm_engine import requested_engine
 from ragbatch.judging import rubrics
 from ragbatch.judging.inputs import Judged, attach, read_rows, store_of
 from ragbatch.judging.prompts import Request, requests_for
@@ -42,6 +42,8 @@ LOGPROBS = 5  # alternatives kept at the score's position (expected scores)
 
 # The settings that shape verdicts: a resumed file made with others is refused.
 SHAPING = ("judge", "aspects", "rubric", "max_model_len", "engine", "seed")
+# How a refusal names each setting: the parameter it comes from (None: no parameter sets it).
+SETTING_PARAMETER = {"rubric": None, "engine": "vllm_arg"}
 
 
 @dataclass
@@ -129,7 +131,7 @@ def judge(options: JudgeOptions, progress, notify=lambda line: None) -> JudgeRep
     run = _run_settings(options)
     writer = AnswerWriter(out, schema, mode, command="judge")
     try:
-        _refuse_other_settings(writer, run)
+        refuse_other_settings(writer, run, SHAPING, SETTING_PARAMETER, made="verdicts")
         done = writer.done_ids() if writer.mode == "resume" else set()
         todo = [row for row in rows if row["id"] not in done]
         report.skipped = len(rows) - len(todo)
@@ -178,18 +180,6 @@ def _run_settings(options: JudgeOptions) -> dict:
     }
 
 
-def _refuse_other_settings(writer: AnswerWriter, run: dict) -> None:
-    earlier = writer.earlier_run()
-    if earlier is None:
-        return
-    changed = [key for key in SHAPING if key in earlier and json.loads(json.dumps(run[key])) != earlier[key]]
-    if changed:
-        raise RagbatchError(
-            f"{writer.out}: its verdicts were made with other settings ({', '.join(changed)}); use {{overwrite}} to start over, or another {{out}}",
-            refers=("overwrite", "out"),
-        )
-
-
 def _input_run(file: str) -> dict | None:
     """The settings an `ask` answer file records (its store, for one)."""
     if not file.endswith(".parquet"):
@@ -221,14 +211,7 @@ def _judge_rows(options: JudgeOptions, inputs, todo: list[dict], writer: AnswerW
     with working(progress, f"Preparing {report.judge}"):
         setup = settings.prepare(options.judge, inputs)
     with working(progress, f"Starting vLLM with {setup.llm_name}"):
-        generator = Generator(
-            setup.llm_path,
-            max_model_len=options.judge.max_model_len,
-            device=setup.device,
-            seed=options.judge.seed or 0,
-            name=setup.llm_name,
-            engine=json_output_engine(setup.engine),
-        )
+        generator = Generator.for_setup(setup, json_output=True)
     try:
         _run(options, setup.llm_name, generator, items, writer, report, progress)
     finally:

@@ -25,7 +25,6 @@ from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import render_chat
 from ragbatch.generation.settings import GenerationOptions
-from ragbatch.generation.vllm_engine import json_output_engine
 from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.progress import working
 from ragbatch.store.reader import open_store
@@ -111,14 +110,7 @@ def synth(options: SynthOptions, progress, notify=lambda line: None) -> SynthRep
     with working(progress, f"Preparing {report.llm}"):
         setup = settings.prepare(options.generation, inputs)
     with working(progress, f"Starting vLLM with {setup.llm_name}"):
-        generator = Generator(
-            setup.llm_path,
-            max_model_len=options.generation.max_model_len,
-            device=setup.device,
-            seed=options.generation.seed or 0,
-            name=setup.llm_name,
-            engine=json_output_engine(setup.engine),
-        )
+        generator = Generator.for_setup(setup, json_output=True)
     try:
         lines = _generate(options, generator, candidates, report, progress)
     finally:

@@ -59,7 +59,10 @@ def test_judge_rates_an_ask_file_on_every_aspect_and_a_rerun_judges_nothing(answ
     assert json.loads(again.stdout)["judged"] == 0 and "3 of 3 answers already judged" in again.stderr
     assert "<svg" in (tmp_path / "j.html").read_text()
     changed = ragbatch_cli("judge", answers, "--aspects", "relevance", "--max-model-len", "2048", cwd=tmp_path)
-    assert changed.returncode == 1 and "made with other settings (aspects)" in changed.stderr
+    assert (
+        changed.returncode == 1
+        and """its verdicts were made with other settings (--aspects ["quality", "relevance", "groundedness"], now ["relevance"])""" in changed.stderr
+    )
 
 
 def test_a_killed_judge_run_resumes_with_every_id_once(tmp_path):
