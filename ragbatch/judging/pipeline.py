@@ -71,6 +71,7 @@ class JudgeReport:
     unanswered: int = 0  # input rows with no answer (a failed ask row): not judged
     retried: int = 0  # verdicts asked again because they did not parse
     unparsed: int = 0  # verdicts that still did not parse
+    dropped: int = 0  # verdicts of answers no longer in the input, dropped from the file
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -88,6 +89,7 @@ class JudgeReport:
             "unanswered": self.unanswered,
             "retried": self.retried,
             "unparsed": self.unparsed,
+            "dropped": self.dropped,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "seconds": round(self.seconds, 3),
@@ -145,7 +147,9 @@ def judge(options: JudgeOptions, progress, notify=lambda line: None) -> JudgeRep
                 raise Interrupted(
                     f"interrupted: {report.skipped + report.judged + report.failed} of {len(rows)} verdicts are kept; run the same command again to judge the rest"
                 ) from None
-        writer.finish(order=[row["id"] for row in rows], run=run if todo else None)
+        _, report.dropped = writer.finish(order=[row["id"] for row in rows], run=run if todo else None)
+        if report.dropped:
+            notify(f"{writer.out}: dropped {report.dropped} verdicts of answers no longer in {options.file}")
     finally:
         writer.close()
     report.summary = summarize(out, options.by)

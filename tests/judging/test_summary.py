@@ -56,3 +56,25 @@ def test_the_summary_gives_means_shares_groundedness_and_groups(tmp_path):
     assert "<svg" in page and '<td class="l">small</td>' in page and "no" in page
     with pytest.raises(ParameterError, match="not a column"):
         summarize(tmp_path / "v.parquet", by="nope")
+
+
+def test_a_resumed_verdict_file_drops_answers_no_longer_in_the_input_and_says_so(tmp_path):
+    """As `ask` does with its answers: one file, one input; nothing is judged, no model loads."""
+    import json
+
+    import ragbatch
+    from ragbatch.asking.answer_file import AnswerWriter, answer_schema
+    from ragbatch.judging.verdicts import VERDICT_COLUMNS
+
+    rows = [{"id": i, "question": f"q{i}", "answer": f"a{i}"} for i in ("a", "b", "c")]
+    out = tmp_path / "v.parquet"
+    writer = AnswerWriter(out, answer_schema(rows, None, VERDICT_COLUMNS, passed=frozenset({"answer"})), mode="new", command="judge")
+    writer.write([{**row, "relevance": 4} for row in rows])
+    writer.finish(order=["a", "b", "c"])
+    file = tmp_path / "two.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in rows[:2]))
+    heard = []
+    report = ragbatch.judge(str(file), out=out, resume=True, aspects=("relevance",), notify=heard.append)
+    assert (report.judged, report.skipped, report.dropped) == (0, 2, 1)
+    assert heard[-1] == f"{out}: dropped 1 verdicts of answers no longer in {file}"
+    assert pq.read_table(out).column("id").to_pylist() == ["a", "b"]
