@@ -58,6 +58,10 @@ class InterruptedGenerator:
     def __init__(self, path, **_):
         self.tokenizer, self.context_window = load_tokenizer(path), 2048
 
+    @classmethod
+    def for_setup(cls, setup, json_output=False):
+        return cls(setup.llm_path)
+
     def stream(self, prompts, max_tokens, temperature, seed):
         type(self).calls += 1
         yield 0, Generation("Zubrowka.", 100, 3, "stop")
