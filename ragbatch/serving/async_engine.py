@@ -20,6 +20,23 @@ from collections.abc import AsyncIterator
 from ragbatch.generation.vllm_engine import Generation, engine_arguments, generation_of, load_tokenizer, sampling_params
 
 
+def async_llm_arguments(settings: dict, metrics) -> dict:
+    """AsyncLLM.from_engine_args's arguments. The usage context is vLLM's API server's, whose
+    batching defaults fit online serving (vLLM 0.32, EngineArgs.get_batch_defaults: on an
+    H100 1024 running requests and 8192 tokens per step, on a 24 GB card 256 and 2048);
+    from_engine_args's own default (ENGINE_CONTEXT) falls back to 128 and 2048 on any
+    GPU. On a CPU both give 128 and 2048. A user's max_num_seqs or max_num_batched_tokens wins."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    # disable_log_stats: no periodic log lines; our stat logger still gets every step.
+    return {
+        "engine_args": AsyncEngineArgs(**settings, disable_log_stats=True),
+        "usage_context": UsageContext.OPENAI_API_SERVER,
+        "stat_loggers": [metrics.stat_logger_factory()],
+    }
+
+
 class AsyncEngine:
     """Create inside the server's event loop (vLLM starts its output task there)."""
 
@@ -27,12 +44,9 @@ class AsyncEngine:
         self.device, settings = engine_arguments(model_path, max_model_len, device, seed, engine, in_process=False)
         self.tokenizer = load_tokenizer(model_path)
         self.metrics = metrics
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        # disable_log_stats: no periodic log lines; our stat logger still gets every step.
-        args = AsyncEngineArgs(**settings, disable_log_stats=True)
-        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[metrics.stat_logger_factory()])
+        self._llm = AsyncLLM.from_engine_args(**async_llm_arguments(settings, metrics))
         self.context_window = self._llm.model_config.max_model_len
         self._aborting: set[asyncio.Task] = set()
 

@@ -22,6 +22,7 @@ import asyncio
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,19 @@ class Found:
 
 
 class LiveRetriever:
-    def __init__(self, store: str | Path, device: str = "auto", metrics=None, notify=None):
+    def __init__(self, store: str | Path, device: str = "auto", metrics=None, notify=None, warm_up: Callable[[Retriever], object] | None = None):
+        """`warm_up` runs on the first retriever before the worker starts (serve's GPU sizing);
+        what it returns is kept as `warmed`."""
         self.store = Path(store)
         self.device, self.metrics, self.notify = device, metrics, notify
         self.published = is_published(self.store)
         self._queue: queue.Queue = queue.Queue()
         self._target, self._retriever, self._snapshot = self._open()
+        try:
+            self.warmed = warm_up(self._retriever) if warm_up is not None else None
+        except BaseException:
+            self._close(self._retriever, self._snapshot)
+            raise
         self._thread = threading.Thread(target=self._work, name="retrieval", daemon=True)
         self._thread.start()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from functools import partial
 
 from ragbatch.asking.questions import text_id
 from ragbatch.errors import ParameterError, RagbatchError
 from ragbatch.generation.prompting import PromptTooLong
 from ragbatch.generation.rows import Prompted, base_row, finish_row, start_row
 from ragbatch.retrieval.selection import Selection
+from ragbatch.serving import gpu_memory
 from ragbatch.serving.async_engine import AsyncEngine
 from ragbatch.serving.live_store import Found, LiveRetriever
 from ragbatch.serving.options import Prepared
@@ -47,10 +49,19 @@ class Service:
 
     def __init__(self, prepared: Prepared, metrics, notify=None):
         self.prepared, self.setup, self.metrics = prepared, prepared.setup, metrics
-        self.retriever = LiveRetriever(prepared.options.store, device=self.setup.device, metrics=metrics, notify=notify)
+        engine = self.setup.engine
+        # On a GPU the embedder stays resident beside vLLM: size vLLM's share by what it leaves (gpu_memory.py).
+        sizing = gpu_memory.sizes_itself(self.setup.device, engine)
+        warm_up = partial(gpu_memory.warm_up_and_measure, rerank=prepared.options.rerank) if sizing else None
+        self.retriever = LiveRetriever(prepared.options.store, device=self.setup.device, metrics=metrics, notify=notify, warm_up=warm_up)
         try:
+            if sizing:
+                assert isinstance(self.retriever.warmed, gpu_memory.GpuMemory)
+                engine, line = gpu_memory.serve_engine(engine, self.retriever.warmed)
+                if notify:
+                    notify(line)
             generation = prepared.options.generation
-            self.engine = AsyncEngine(self.setup.llm_path, generation.max_model_len, self.setup.device, generation.seed or 0, self.setup.engine, metrics)
+            self.engine = AsyncEngine(self.setup.llm_path, generation.max_model_len, self.setup.device, generation.seed or 0, engine, metrics)
         except BaseException:
             self.retriever.close()
             raise
