@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3, help="command runs, each between two floor measurements")
     args = parser.parse_args()
+    load_before = os.getloadavg()  # the cores are shared: a busy machine shows here
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
@@ -99,6 +100,7 @@ def main() -> None:
     vectors = report["embedded"]
     wall_ms = 1000 * wall / vectors
     print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}")
+    print(f"load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"corpus: {args.corpus}  chunks: {vectors}  batch size: {args.batch_size}")
     print(f"floor (bare model.encode): {floor:.2f} ms/vector  median of {', '.join(f'{f:.1f}' for f in floors)}")
     per_vector = ", ".join(f"{r['ms_per_vector']:.1f}" for r in reports)

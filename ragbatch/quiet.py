@@ -13,7 +13,10 @@ def quiet_libraries() -> None:
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "TOKENIZERS_PARALLELISM" not in os.environ:
+        # Ours, marked so: the embedder turns it on on CUDA (models/embedder.py).
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        os.environ["RAGBATCH_DEFAULT_TOKENIZERS_PARALLELISM"] = "1"
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")

@@ -16,10 +16,13 @@ from pathlib import Path
 
 from ragbatch.errors import Note, ParameterError, RagbatchError
 from ragbatch.models.devices import model_dtype, pick_device
+from ragbatch.models.encoding import TOKENS_PER_BATCH, FastPath
 from ragbatch.models.weights import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, hub_snapshot, packaged_model, resolve_model
 
 # The default embedder of a new store on a GPU: INSTRUCTOR's large model (768 dimensions).
 GPU_EMBEDDER = "hkunlp/instructor-large"
+# Set beside TOKENIZERS_PARALLELISM when ragbatch chose its value (quiet.py), not the user.
+OUR_DEFAULT = "RAGBATCH_DEFAULT_TOKENIZERS_PARALLELISM"
 # The instructions INSTRUCTOR's authors give for retrieval over documents.
 INSTRUCTOR_DOCUMENT = "Represent the document for retrieval:"
 INSTRUCTOR_QUERY = "Represent the question for retrieving supporting documents:"
@@ -162,10 +165,25 @@ class EmbedderLoader:
         self.spec, self.device, self.batch_size = spec, device, batch_size
         self._embedder: Embedder | None = None
 
+    def cancel(self) -> None:
+        """Stop the loaded model's encoding at its next batch, for good (see FastPath.cancel)."""
+        if self._embedder is not None and self._embedder.fast is not None:
+            self._embedder.fast.cancel()
+
     def __call__(self) -> Embedder:
         if self._embedder is None:
             self._embedder = Embedder(self.spec, device=self.device, batch_size=self.batch_size)
         return self._embedder
+
+
+def tokenizer_parallelism(device: str) -> None:
+    """The Rust tokenizer's own threads: on with CUDA, where one CPU thread tokenizing
+    would hold the GPU back; off on the CPU, whose cores the model uses (and a process
+    that forks after using them warns). A value the user set wins; quiet.py's default
+    is marked as ours."""
+    if os.environ.get("TOKENIZERS_PARALLELISM") is None or os.environ.get(OUR_DEFAULT) == "1":
+        os.environ["TOKENIZERS_PARALLELISM"] = "true" if device == "cuda" else "false"
+        os.environ[OUR_DEFAULT] = "1"
 
 
 @dataclass
@@ -179,10 +197,10 @@ class Embedder:
     vectors: int = field(default=0, init=False)
 
     def __post_init__(self):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.device = pick_device(self.device)
+        tokenizer_parallelism(self.device)
         from sentence_transformers import SentenceTransformer
 
-        self.device = pick_device(self.device)
         self.dtype = model_dtype(self.device)
         kwargs = {"model_kwargs": {"dtype": self.dtype}} if self.dtype != "float32" else {}
         try:
@@ -195,13 +213,17 @@ class Embedder:
             # hkunlp/instructor-*: loaded from a folder, the instruction tokens would
             # silently stay in the mean (vectors then differ from INSTRUCTOR's).
             self.model.set_pooling_include_prompt(False)
+        self.model.eval()
+        self.fast = FastPath.fits(self.model, self.device)
 
     def release(self) -> None:
         """Give the weights' memory back, on the GPU too, before another model (vLLM)
         sizes itself by what is free."""
         import gc
 
-        self.model = None
+        if self.fast is not None:
+            self.fast.close()
+        self.model = self.fast = None
         gc.collect()
         if self.device == "cuda":
             import torch
@@ -217,14 +239,18 @@ class Embedder:
     def _encode(self, texts: list[str], instruction: str):
         started = time.perf_counter()
         texts = [t.strip() for t in texts] if self.spec.is_instructor else list(texts)
-        vectors = self.model.encode(
-            texts,
-            prompt=instruction or None,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_tensor=True,
-            show_progress_bar=False,
-        )
+        if self.fast is not None and texts:  # encoding.py: overlapped tokenizing, no host sync per batch
+            # On CUDA by tokens (TOKENS_PER_BATCH); on the CPU `batch_size` texts measured best.
+            vectors = self.fast.encode(texts, instruction or None, self.batch_size, TOKENS_PER_BATCH if self.device == "cuda" else None)
+        else:
+            vectors = self.model.encode(
+                texts,
+                prompt=instruction or None,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
         # Stored as float32 whatever the model ran in. A model's own Normalize layer in
         # bf16 leaves norms up to ~1 % off; normalising again in float32 fixes that (the
         # directions agree with float32's to a cosine of 0.99999).
