@@ -226,6 +226,8 @@ def ask(
     part_rows: int = 64,
     device: str = "auto",
     wait: float | None = None,
+    executor: str = "auto",
+    replicas: int | None = None,
     selection: Selection | None = None,
     generation: GenerationOptions | None = None,
     progress=None,
@@ -262,6 +264,8 @@ def ask(
         overwrite=overwrite,
         part_rows=part_rows,
         wait=wait,
+        executor=executor,
+        replicas=replicas,
     )
     return AskResult(**vars(_running(run_ask, options, progress, notify)))
 

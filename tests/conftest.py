@@ -8,6 +8,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+
+pytest_plugins = ["ray_nodes"]  # the two-node Ray cluster fixture (`cluster`)
 from helpers import FACTS, ROOT, index, write_files  # noqa: E402
 
 

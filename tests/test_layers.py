@@ -8,7 +8,7 @@ from helpers import ROOT
 
 # The stages in import order: a module may import its own stage and those before it.
 LAYERS = [
-    {"errors", "locations", "quiet", "progress"},
+    {"errors", "locations", "quiet", "progress", "ray_cluster"},
     {"models"},
     {"store"},
     {"ingest"},

@@ -63,6 +63,7 @@ class InterruptedGenerator:
         return cls(setup.llm_path)
 
     def stream(self, prompts, max_tokens, temperature, seed):
+        prompts = list(prompts)  # ask hands over a lazy iterable (the real engine builds it on a thread)
         type(self).calls += 1
         yield 0, Generation("Zubrowka.", 100, 3, "stop")
         if type(self).calls == 1:

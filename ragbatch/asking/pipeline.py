@@ -7,18 +7,20 @@ invocation fails in a second, not after minutes of embedding.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ragbatch.asking import ray_answers
 from ragbatch.asking.answer_file import AnswerWriter, answer_schema, carry_values, refuse_other_settings
+from ragbatch.asking.answering import answer_rows
 from ragbatch.asking.questions import QuestionSource, read_questions
-from ragbatch.errors import Interrupted, Note, ParameterError
+from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
-from ragbatch.generation.prompting import PromptTooLong
-from ragbatch.generation.rows import Prompted, base_row, finish_row, start_row
-from ragbatch.generation.settings import GenerationInputs, GenerationOptions, GenerationSetup
+from ragbatch.generation.settings import GenerationInputs, GenerationOptions
 from ragbatch.generation.vllm_engine import requested_engine
 from ragbatch.locations import default_answers
 from ragbatch.models.weights import DEFAULT_LLM
@@ -27,6 +29,10 @@ from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import Selection
 from ragbatch.store.manifest import require_manifest
 
+EXECUTORS = ("auto", "local", "ray")
+# From this many questions `auto` answers on Ray: at tens of questions a second on one
+# GPU, that is an hour or more of generation, where Ray's start-up no longer counts.
+RAY_QUESTIONS = 100_000
 # Finished rows go to a Parquet part at least every PART_ROWS rows or FLUSH_SECONDS.
 PART_ROWS = 64
 FLUSH_SECONDS = 10.0
@@ -67,6 +73,8 @@ class AskOptions:
     overwrite: bool = False
     part_rows: int = PART_ROWS
     wait: float | None = None  # seconds to wait for an index run writing the store (None: until it ends)
+    executor: str = "auto"  # auto, local or ray (see choose_executor)
+    replicas: int | None = None  # vLLM engines on Ray [default: one per GPU, or one on CPUs]
 
 
 @dataclass
@@ -86,6 +94,7 @@ class AskReport:
     embedder: str = ""
     retrieval: str = ""
     rows: int = 0
+    executor: str = ""
     dropped: int = 0  # rows of questions no longer in the input, dropped from the file
     errors: list[str] = field(default_factory=list)  # input lines skipped, "file:line: why"
 
@@ -109,9 +118,20 @@ class AskReport:
             "llm": self.llm,
             "embedder": self.embedder,
             "retrieval": self.retrieval,
+            "executor": self.executor,
             "dropped": self.dropped,
             "errors": self.errors,
         }
+
+
+def choose_executor(name: str, questions: int) -> str:
+    """`auto`: Ray where RAY_ADDRESS names a cluster or there are RAY_QUESTIONS questions
+    or more (Ray's start-up, 15-20 s, is then a rounding error), else in this process."""
+    if name not in EXECUTORS:
+        raise ParameterError("executor", name, "expected auto, local or ray")
+    if name != "auto":
+        return name
+    return "ray" if os.environ.get("RAY_ADDRESS") or questions >= RAY_QUESTIONS else "local"
 
 
 def answers_file(options: AskOptions, questions: list[dict]) -> tuple[Path, str]:
@@ -154,6 +174,7 @@ def ask(options: AskOptions, progress, notify=lambda line: None) -> AskReport:
         done = writer.done_ids() if writer.mode == "resume" else set()
         todo = [q for q in questions if q["id"] not in done]
         report.skipped = len(questions) - len(todo)
+        report.executor = choose_executor(options.executor, len(todo))
         if report.skipped:
             rest = f"answering the other {len(todo)}" if todo else "nothing to do ({overwrite} starts over)"
             notify(Note(f"{writer.out}: {report.skipped} of {len(questions)} questions already answered; {rest}", refers=("overwrite",)))
@@ -203,6 +224,25 @@ def answer_settings(options: AskOptions, inputs: GenerationInputs, embedder: str
 
 def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], writer: AnswerWriter, report: AskReport, progress, notify) -> str:
     """Retrieve for every question, then generate; returns the device it ran on."""
+    questions = [(q, carry_values(q, writer.schema, options.generation.count_tokens)) for q in todo]
+    if report.executor == "ray":
+        with working(progress, f"Preparing {report.llm}"):
+            setup = ray_answers.prepare_for_cluster(options.generation, inputs)
+        rows = ray_answers.stream_answers(
+            str(options.store),
+            options.selection,
+            setup,
+            questions,
+            report.embedder,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            replicas=options.replicas,
+            wait=options.wait,
+            part_rows=options.part_rows,
+            progress=progress,
+        )
+        _write_rows(options, rows, writer, report, progress, len(todo))
+        return setup.device
     with working(progress, f"Preparing {report.llm}"):
         setup = settings.prepare(options.generation, inputs)
     selection = options.selection
@@ -215,45 +255,43 @@ def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], wri
         progress.advance(task, len(todo))
     finally:
         retriever.close()  # frees the embedder (and its GPU memory) before vLLM sizes itself
-    _generate_rows(options, setup, todo, hits, writer, report, progress)
-    return setup.device
-
-
-def _generate_rows(options: AskOptions, setup: GenerationSetup, todo: list[dict], hits: list, writer: AnswerWriter, report: AskReport, progress) -> None:
-    count_tokens = options.generation.count_tokens
     with working(progress, f"Starting vLLM with {setup.llm_name}"):
         generator = Generator.for_setup(setup)
     try:
-        ready: list[Prompted] = []
-        pending: list[dict] = []
-        for question, found in zip(todo, hits):
-            row = base_row(question, found, setup.llm_name, report.embedder, carry_values(question, writer.schema, count_tokens))
-            try:
-                ready.append(start_row(setup, generator.tokenizer, generator.context_window, row, found, options.max_tokens))
-            except PromptTooLong as exc:
-                pending.append({**row, "error": f"prompt too long: {exc}"})
-                report.failed += 1
+        rows = answer_rows(setup, generator, questions, hits, report.embedder, options.max_tokens, options.temperature)
+        _write_rows(options, rows, writer, report, progress, len(todo))
+    finally:
+        generator.close()
+    return setup.device
 
-        task = progress.add_task("Generating", total=len(todo))
-        progress.advance(task, len(pending))
-        flushed = gen_started = time.perf_counter()
-        prompts = [p.prompt_ids for p in ready]
-        for j, generation in generator.stream(prompts, options.max_tokens, options.temperature, options.generation.seed):
-            row = finish_row(setup, ready[j], generation, generator.tokenizer)
-            report.answered += 1
-            report.prompt_tokens += generation.prompt_tokens
-            report.completion_tokens += generation.completion_tokens
-            report.cost_usd += row["cost_usd"]
+
+def _write_rows(options: AskOptions, rows: Iterator[dict], writer: AnswerWriter, report: AskReport, progress, total: int) -> None:
+    """Write finished rows as Parquet parts while the rest run (at least every
+    part_rows rows or FLUSH_SECONDS), counting them into the report."""
+    pending: list[dict] = []
+    task = progress.add_task("Generating", total=total)
+    flushed = started = time.perf_counter()
+    try:
+        for row in rows:
+            count_row(report, row)
             pending.append(row)
             progress.advance(task)
             if len(pending) >= options.part_rows or time.perf_counter() - flushed > FLUSH_SECONDS:
                 writer.write(pending)
                 pending, flushed = [], time.perf_counter()
-        report.generation_seconds = time.perf_counter() - gen_started
-    except KeyboardInterrupt:
-        writer.write(pending)  # what finished before the interrupt is kept for the rerun
+        report.generation_seconds = time.perf_counter() - started
+    except (KeyboardInterrupt, RagbatchError):
+        writer.write(pending)  # what finished before is kept for the rerun
         raise
-    else:
-        writer.write(pending)
-    finally:
-        generator.close()
+    writer.write(pending)
+
+
+def count_row(report: AskReport, row: dict) -> None:
+    """Add a finished row to the run's totals."""
+    if row["error"] is not None:
+        report.failed += 1
+        return
+    report.answered += 1
+    report.prompt_tokens += row["prompt_tokens"]
+    report.completion_tokens += row["completion_tokens"]
+    report.cost_usd += row["cost_usd"]

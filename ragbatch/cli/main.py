@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ragbatch import api
+from ragbatch.asking.pipeline import EXECUTORS as ASK_EXECUTORS
 from ragbatch.cli import render
 from ragbatch.cli.errors import EXIT_PARTIAL, handle_errors, say
 from ragbatch.cli.options import READ_STORE_HELP, device_option, generation_options, json_option, parse_ks, selection_options, store_option, wait_option
@@ -121,6 +122,10 @@ def check(store, as_json):
 @click.option(
     "--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose)."
 )
+@click.option(
+    "--executor", type=click.Choice(ASK_EXECUTORS), default="auto", show_default=True, help="auto: Ray for RAY_ADDRESS or 100,000+ questions, else in-process."
+)
+@click.option("--replicas", type=click.IntRange(1), help="vLLM engines on Ray [default: one per GPU (per tensor-parallel group); one on CPUs].")
 @selection_options()
 @generation_options
 @wait_option

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import os
 from collections.abc import Collection, Iterator
@@ -25,39 +24,13 @@ from ragbatch.errors import ParameterError, RagbatchError
 from ragbatch.ingest.executor import ReadFile, StreamBlock
 from ragbatch.models.embedder import Embedder, EmbedderLoader, EmbedderSpec, describe_embedder, locate_here
 from ragbatch.progress import working
+from ragbatch.ray_cluster import init_ray
 from ragbatch.store.records import CHUNK_FIELDS, indexed_text
 from ragbatch.store.server import ServerAddress, ServerVectors, unreachable
 
 # Extra Ray resources each embedding actor asks for, as JSON: '{"embed_node": 1}' keeps
 # embedding on the nodes started with `ray start --resources '{"embed_node": N}'`.
 EMBED_RESOURCES_ENV = "RAGBATCH_EMBED_RESOURCES"
-# Environment variables a cluster's workers get from the driver: Hugging Face's (cache,
-# endpoint, token, offline switch) and ragbatch's own.
-FORWARDED_ENV_PREFIXES = ("HF_", "RAGBATCH_")
-
-
-def forwarded_env(environ=None) -> dict[str, str]:
-    environ = os.environ if environ is None else environ
-    return {key: value for key, value in environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
-    if address:
-        # A cluster decides its own resources; its workers do not inherit this shell.
-        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **quiet)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **quiet)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
 
 
 def embed_resources(environ=None) -> dict[str, float]:

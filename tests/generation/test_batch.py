@@ -119,3 +119,38 @@ def test_leaving_a_stream_early_aborts_the_rest(llm_generator):
     assert (index, first.finish_reason) == (0, "stop")
     stream.close()
     assert not llm_generator._llm.llm_engine.has_unfinished_requests()
+
+
+def test_prompts_built_lazily_join_the_running_batch_and_answer_as_one_generate_does(llm_generator, sent_and_received):
+    """A lazy iterable is built on a thread while the engine steps; at least max_num_seqs
+    prompts per step are queued, so every step runs what one LLM.generate runs."""
+    import time
+
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    prompts = [chat_prompt(llm_generator, f"Name a number after {i}.") for i in range(300)]
+
+    def built_slowly():
+        for i, ids in enumerate(prompts):
+            if i == 270:
+                time.sleep(1.0)  # the engine steps meanwhile
+            yield ids
+
+    streamed = dict(llm_generator.stream(built_slowly(), max_tokens=4, temperature=0.0, seed=None))
+    calls, _ = sent_and_received
+    assert len(calls) == 2 and 256 <= len(calls[0][0]) < 300 and calls[1][1]  # the rest joined a running engine
+    params = SamplingParams(max_tokens=4, temperature=0.0)
+    batch = llm_generator._llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    assert sorted(streamed) == list(range(300))
+    assert [streamed[i].token_ids for i in range(300)] == [list(out.outputs[0].token_ids) for out in batch]
+
+
+def test_a_prompt_that_fails_to_build_stops_the_stream_with_its_error(llm_generator):
+    def failing():
+        yield chat_prompt(llm_generator, "Say yes.")
+        raise ValueError("no prompt for line 2")
+
+    with pytest.raises(ValueError, match="no prompt for line 2"):
+        list(llm_generator.stream(failing(), max_tokens=4, temperature=0.0, seed=None))
+    assert not llm_generator._llm.llm_engine.has_unfinished_requests()

@@ -159,7 +159,8 @@ def test_a_folder_not_visible_where_it_is_read_fails_the_run_not_each_file(monke
 
 def test_cluster_settings_sent_to_workers_and_embedding_resources():
     from ragbatch.errors import RagbatchError
-    from ragbatch.ingest.ray_executor import embed_resources, forwarded_env, limit_pool
+    from ragbatch.ingest.ray_executor import embed_resources, limit_pool
+    from ragbatch.ray_cluster import forwarded_env
 
     env = {"HF_HOME": "/h", "HF_TOKEN": "t", "RAGBATCH_CACHE": "/c", "PATH": "/bin", "RAY_ADDRESS": "x:1", "HOME": "/root"}
     assert forwarded_env(env) == {"HF_HOME": "/h", "HF_TOKEN": "t", "RAGBATCH_CACHE": "/c"}
