@@ -199,7 +199,7 @@ def stream_answers(
     progress,
 ) -> Iterator[dict]:
     """Every question's finished row, in the order they come back from the cluster; the
-    questions no row came back for (a replica lost twice) as error rows at the end."""
+    questions no row came back for (a worker lost twice on their batch) as error rows at the end."""
     if not questions:
         return
     init_ray()
@@ -224,7 +224,7 @@ def stream_answers(
             yield from _unpack(batch, returned)
     finally:
         context.max_errored_blocks = allowed
-    lost = "lost on the Ray cluster (its vLLM replica died twice while answering it, out of memory?); run the same command again to retry"
+    lost = "no answer came back from the Ray cluster (the worker handling it died twice: out of memory?); run the same command again to retry"
     for question, carried in questions:
         if question["id"] not in returned:
             yield {**base_row(question, [], setup.llm_name, embedder, carried), "error": lost}
