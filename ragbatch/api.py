@@ -298,6 +298,8 @@ def judge(
     seed: int | None = None,
     device: str = "auto",
     wait: float | None = None,
+    executor: str = "auto",
+    replicas: int | None = None,
     progress=None,
     notify: Notify | None = None,
 ) -> JudgeResult:
@@ -317,6 +319,8 @@ def judge(
         retries=retries,
         part_rows=part_rows,
         wait=wait,
+        executor=executor,
+        replicas=replicas,
     )
     return JudgeResult(**vars(_running(run_judge, options, progress, notify)))
 
@@ -333,6 +337,8 @@ def synth(
     vllm_args: dict | None = None,
     device: str = "auto",
     wait: float | None = None,
+    executor: str = "auto",
+    replicas: int | None = None,
     progress=None,
     notify: Notify | None = None,
 ) -> SynthReport:
@@ -345,6 +351,8 @@ def synth(
         generation=GenerationOptions(llm=llm, device=device, seed=seed, max_model_len=max_model_len, vllm_args=dict(vllm_args or {})),
         overwrite=overwrite,
         wait=wait,
+        executor=executor,
+        replicas=replicas,
     )
     return _running(run_synth, options, progress, notify)
 

@@ -7,7 +7,6 @@ invocation fails in a second, not after minutes of embedding.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from ragbatch.asking.questions import QuestionSource, read_questions
 from ragbatch.errors import Interrupted, Note, ParameterError, RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
+from ragbatch.generation.ray_generator import choose_executor, prepare_for_cluster
 from ragbatch.generation.settings import GenerationInputs, GenerationOptions
 from ragbatch.generation.vllm_engine import requested_engine
 from ragbatch.locations import default_answers
@@ -29,10 +29,6 @@ from ragbatch.retrieval.retriever import Retriever
 from ragbatch.retrieval.selection import Selection
 from ragbatch.store.manifest import require_manifest
 
-EXECUTORS = ("auto", "local", "ray")
-# From this many questions `auto` answers on Ray: at tens of questions a second on one
-# GPU, that is an hour or more of generation, where Ray's start-up no longer counts.
-RAY_QUESTIONS = 100_000
 # Finished rows go to a Parquet part at least every PART_ROWS rows or FLUSH_SECONDS.
 PART_ROWS = 64
 FLUSH_SECONDS = 10.0
@@ -73,7 +69,7 @@ class AskOptions:
     overwrite: bool = False
     part_rows: int = PART_ROWS
     wait: float | None = None  # seconds to wait for an index run writing the store (None: until it ends)
-    executor: str = "auto"  # auto, local or ray (see choose_executor)
+    executor: str = "auto"  # auto, local or ray (generation.ray_generator.choose_executor)
     replicas: int | None = None  # vLLM engines on Ray [default: one per GPU, or one on CPUs]
 
 
@@ -122,16 +118,6 @@ class AskReport:
             "dropped": self.dropped,
             "errors": self.errors,
         }
-
-
-def choose_executor(name: str, questions: int) -> str:
-    """`auto`: Ray where RAY_ADDRESS names a cluster or there are RAY_QUESTIONS questions
-    or more (Ray's start-up, 15-20 s, is then a rounding error), else in this process."""
-    if name not in EXECUTORS:
-        raise ParameterError("executor", name, "expected auto, local or ray")
-    if name != "auto":
-        return name
-    return "ray" if os.environ.get("RAY_ADDRESS") or questions >= RAY_QUESTIONS else "local"
 
 
 def answers_file(options: AskOptions, questions: list[dict]) -> tuple[Path, str]:
@@ -227,7 +213,7 @@ def _answer(options: AskOptions, inputs: GenerationInputs, todo: list[dict], wri
     questions = [(q, carry_values(q, writer.schema, options.generation.count_tokens)) for q in todo]
     if report.executor == "ray":
         with working(progress, f"Preparing {report.llm}"):
-            setup = ray_answers.prepare_for_cluster(options.generation, inputs)
+            setup = prepare_for_cluster(options.generation, inputs)
         rows = ray_answers.stream_answers(
             str(options.store),
             options.selection,

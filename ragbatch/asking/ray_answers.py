@@ -27,21 +27,25 @@ error rows. Rerunning answers what failed.
 from __future__ import annotations
 
 import itertools
-import os
 import pickle
 import socket
-import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from ragbatch.asking.answering import answer_rows
-from ragbatch.errors import ParameterError, RagbatchError
-from ragbatch.generation import settings
+from ragbatch.errors import RagbatchError
 from ragbatch.generation.batch import Generator
+from ragbatch.generation.ray_generator import (
+    RETRIEVE_CPUS,
+    first_line,
+    here,
+    lost_blocks_allowed,
+    map_replicas,
+    replica_resources,
+    start_replica,
+)
 from ragbatch.generation.rows import base_row
-from ragbatch.generation.settings import GenerationInputs, GenerationOptions, GenerationSetup
-from ragbatch.models.weights import resolve_llm
+from ragbatch.generation.settings import GenerationSetup
 from ragbatch.progress import working
 from ragbatch.ray_cluster import init_ray
 from ragbatch.retrieval.retriever import Retriever
@@ -49,15 +53,6 @@ from ragbatch.retrieval.selection import Selection
 
 # Questions per retrieval call (one batched embedding and query).
 RETRIEVE_BATCH = 256
-# Questions per replica call: its engine batches them all; a larger batch leaves the
-# engine less often with a draining tail, a smaller one gives finer progress and retries.
-ANSWER_BATCH = 256
-# CPUs each retrieval actor asks for; the replicas share the rest.
-RETRIEVE_CPUS = 0.5
-
-
-def here() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Retrieve:
@@ -100,23 +95,13 @@ class _Answer:
         self.max_tokens, self.temperature, self.threads = max_tokens, temperature, threads
         self.generator: Generator | None = None
 
-    def _start(self) -> Generator:
-        setup = self.setup
-        if not Path(setup.llm_path).is_dir():  # the driver's folder: find the model on this node
-            setup = self.setup = replace(setup, llm_path=resolve_llm(setup.options.llm))
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        return Generator.for_setup(setup)
-
     def __call__(self, batch: dict) -> Iterator[dict]:
         import numpy as np
 
         fatal = next((f for f in batch["fatal"] if f), "")
         if not fatal and self.generator is None:
             try:
-                self.generator = self._start()
+                self.setup, self.generator = start_replica(self.setup, self.threads)
             except Exception as exc:  # noqa: BLE001 - one line for the driver, not a traceback
                 fatal = f"vLLM could not start {self.setup.llm_name} on {here()}: {first_line(exc)}"
         if fatal:
@@ -151,40 +136,6 @@ def _rows_block(rows: list[dict]) -> dict:
     return {"row": np.array([pickle.dumps(r) for r in rows], dtype=object), "fatal": np.full(len(rows), "", dtype=object)}
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def prepare_for_cluster(options: GenerationOptions, inputs: GenerationInputs) -> GenerationSetup:
-    """settings.prepare for engines that run on the cluster: the device is the cluster's
-    (cuda where it has GPUs, unless cpu is asked for), not this driver's, which may have none."""
-    init_ray()
-    import ray
-
-    setup = settings.prepare(replace(options, device="cpu"), inputs)  # the model and settings, checked here
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if options.device == "cuda" and not gpus:
-        raise ParameterError("device", "cuda", "the Ray cluster has no GPU; use device cpu or auto")
-    return replace(setup, device="cuda" if gpus and options.device != "cpu" else "cpu")
-
-
-def replica_resources(cluster: dict, setup: GenerationSetup, replicas: int | None) -> tuple[int, dict, int | None]:
-    """(replicas, the Ray resources of each, torch threads of each): on GPUs one engine
-    per GPU, or per tensor-parallel group, unless fewer are asked for; on CPUs `replicas`
-    (default 1) share the cluster's CPUs beside the retrieval actor."""
-    gpus = int(cluster.get("GPU", 0)) if setup.device == "cuda" else 0
-    if setup.device == "cuda":
-        group = int(setup.engine.get("tensor_parallel_size", 1))
-        if gpus < group:
-            raise ParameterError("device", "cuda", f"the Ray cluster has {gpus} GPUs, fewer than one engine's {group}")
-        most = gpus // group
-        return min(replicas or most, most), {"num_gpus": group, "num_cpus": 1}, None
-    count = replicas or 1
-    cpus = max(1.0, cluster.get("CPU", 1) - RETRIEVE_CPUS)
-    return count, {"num_cpus": min(1.0, cpus / count)}, max(1, int(cpus // count))
-
-
 def stream_answers(
     store: str,
     selection: Selection,
@@ -205,60 +156,29 @@ def stream_answers(
     init_ray()
     import ray
 
-    cluster = ray.cluster_resources()
-    count, per_replica, threads = replica_resources(cluster, setup, replicas)
-    context = ray.data.DataContext.get_current()
-    allowed = context.max_errored_blocks
-    context.max_errored_blocks = -1  # a lost replica's batch: its rows become error rows below
+    count, per_replica, threads = replica_resources(ray.cluster_resources(), setup, replicas)
     items = [{"item": pickle.dumps(q)} for q in questions]
-    with warnings.catch_warnings():
-        # max_task_retries has no named parameter in Ray 2.60 (the pinned version) yet
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        dataset = _pipeline(ray, items, store, selection, wait, setup, embedder, max_tokens, temperature, count, per_replica, threads, part_rows)
+    retrieved = ray.data.from_items(items, override_num_blocks=max(1, len(items) // RETRIEVE_BATCH)).map_batches(
+        _Retrieve,
+        fn_constructor_kwargs={"store": store, "selection": selection, "wait": wait, "threads": 1},
+        batch_size=RETRIEVE_BATCH,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=count),  # more when retrieval falls behind
+        num_cpus=RETRIEVE_CPUS,
+    )
+    constructor = {"setup": setup, "embedder": embedder, "max_tokens": max_tokens, "temperature": temperature, "threads": threads, "part_rows": part_rows}
+    answered = map_replicas(retrieved, _Answer, constructor, ray, count, per_replica)
     returned: set[str] = set()
-    try:
-        batches = iter(dataset.iter_batches(batch_format="numpy", batch_size=None))
+    with lost_blocks_allowed(ray):
+        batches = iter(answered.iter_batches(batch_format="numpy", batch_size=None))
         with working(progress, f"Starting Ray Data, {count} vLLM replica{'s' if count > 1 else ''} of {setup.llm_name}"):
             first = next(batches, None)
         for batch in itertools.chain([first] if first is not None else [], batches):
             yield from _unpack(batch, returned)
-    finally:
-        context.max_errored_blocks = allowed
     lost = "no answer came back from the Ray cluster (the worker handling it died twice: out of memory?); run the same command again to retry"
     for question, carried in questions:
         if question["id"] not in returned:
             yield {**base_row(question, [], setup.llm_name, embedder, carried), "error": lost}
-
-
-def _pipeline(ray, items, store, selection, wait, setup, embedder, max_tokens, temperature, count, per_replica, threads, part_rows):
-    """questions -> retrieval actors -> vLLM replicas, as one Ray Dataset."""
-    return (
-        ray.data.from_items(items, override_num_blocks=max(1, len(items) // RETRIEVE_BATCH))
-        .map_batches(
-            _Retrieve,
-            fn_constructor_kwargs={"store": store, "selection": selection, "wait": wait, "threads": 1},
-            batch_size=RETRIEVE_BATCH,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=count),  # more when retrieval falls behind
-            num_cpus=RETRIEVE_CPUS,
-        )
-        .map_batches(
-            _Answer,
-            fn_constructor_kwargs={
-                "setup": setup,
-                "embedder": embedder,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "threads": threads,
-                "part_rows": part_rows,
-            },
-            batch_size=ANSWER_BATCH,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=count),
-            max_task_retries=1,  # a replica that died: its batch once more on the restarted one
-            **per_replica,
-        )
-    )
 
 
 def _unpack(batch: dict, returned: set[str]) -> Iterator[dict]:

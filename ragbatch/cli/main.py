@@ -13,10 +13,19 @@ from pathlib import Path
 import click
 
 from ragbatch import api
-from ragbatch.asking.pipeline import EXECUTORS as ASK_EXECUTORS
 from ragbatch.cli import render
 from ragbatch.cli.errors import EXIT_PARTIAL, handle_errors, say
-from ragbatch.cli.options import READ_STORE_HELP, device_option, generation_options, json_option, parse_ks, selection_options, store_option, wait_option
+from ragbatch.cli.options import (
+    READ_STORE_HELP,
+    device_option,
+    engine_executor_options,
+    generation_options,
+    json_option,
+    parse_ks,
+    selection_options,
+    store_option,
+    wait_option,
+)
 from ragbatch.generation.vllm_engine import parse_vllm_args
 from ragbatch.ingest.pipeline import EXECUTORS
 from ragbatch.judging.rubrics import ASPECTS
@@ -122,10 +131,7 @@ def check(store, as_json):
 @click.option(
     "--part-rows", default=64, show_default=True, type=click.IntRange(1), help="Answers per Parquet part written while the run goes (what a crash can lose)."
 )
-@click.option(
-    "--executor", type=click.Choice(ASK_EXECUTORS), default="auto", show_default=True, help="auto: Ray for RAY_ADDRESS or 100,000+ questions, else in-process."
-)
-@click.option("--replicas", type=click.IntRange(1), help="vLLM engines on Ray [default: one per GPU (per tensor-parallel group); one on CPUs].")
+@engine_executor_options
 @selection_options()
 @generation_options
 @wait_option
@@ -257,6 +263,7 @@ def eval_command(references, ks, as_json, **options):
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the judge with [default: the model's].")
 @click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable.")
 @click.option("--seed", type=int, help="A per-request sampling seed [default: none].")
+@engine_executor_options
 @device_option
 @wait_option
 @json_option
@@ -289,6 +296,7 @@ def judge_command(file, aspects, vllm_args, as_json, resume, overwrite, **option
 @click.option("--overwrite", is_flag=True, help="Replace OUT.")
 @click.option("--max-model-len", type=click.IntRange(64), help="Context window to run the model with [default: the model's].")
 @click.option("--vllm-arg", "vllm_args", multiple=True, metavar="KEY=VALUE", help="Any other vLLM engine argument, repeatable.")
+@engine_executor_options
 @device_option
 @wait_option
 @json_option

@@ -44,6 +44,18 @@ wait_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of tables.")
 
 
+def engine_executor_options(command):
+    """--executor and --replicas: where vLLM runs (ask, judge, synth)."""
+    from ragbatch.generation.ray_generator import EXECUTORS
+
+    command = click.option("--replicas", type=click.IntRange(1), help="vLLM engines on Ray [default: one per GPU (per tensor-parallel group); one on CPUs].")(
+        command
+    )
+    return click.option(
+        "--executor", type=click.Choice(EXECUTORS), default="auto", show_default=True, help="auto: Ray for RAY_ADDRESS or 100,000+ requests, else in-process."
+    )(command)
+
+
 def _apply(command, options: list):
     for option in reversed(options):
         command = option(command)

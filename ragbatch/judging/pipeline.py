@@ -22,6 +22,7 @@ from ragbatch.errors import Interrupted, Note, ParameterError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import PromptTooLong
+from ragbatch.generation.ray_generator import RayGenerator, choose_executor, start_engine
 from ragbatch.generation.settings import GenerationOptions
 from ragbatch.generation.vllm_engine import requested_engine
 from ragbatch.judging import rubrics
@@ -60,6 +61,8 @@ class JudgeOptions:
     retries: int = 2
     part_rows: int = PART_ROWS
     wait: float | None = None  # for an index run writing the store (None: until it ends)
+    executor: str = "auto"  # where the judge runs: generation.ray_generator.choose_executor
+    replicas: int | None = None  # judge engines on Ray [default: one per GPU, or one on CPUs]
 
 
 @dataclass
@@ -212,17 +215,18 @@ def _passages(options: JudgeOptions, todo: list[dict], notify) -> list[Judged]:
 
 def _judge_rows(options: JudgeOptions, inputs, todo: list[dict], writer: AnswerWriter, report: JudgeReport, progress, notify) -> None:
     items = _passages(options, todo, notify)
-    with working(progress, f"Preparing {report.judge}"):
-        setup = settings.prepare(options.judge, inputs)
-    with working(progress, f"Starting vLLM with {setup.llm_name}"):
-        generator = Generator.for_setup(setup, json_output=True)
+    executor = choose_executor(options.executor, len(items))
+    with working(progress, f"Starting vLLM with {report.judge}" + (" on Ray" if executor == "ray" else "")):
+        setup, generator = start_engine(options.judge, inputs, executor, options.replicas, json_output=True)
     try:
         _run(options, setup.llm_name, generator, items, writer, report, progress)
     finally:
         generator.close()
 
 
-def _requests(options: JudgeOptions, judge_name: str, generator: Generator, items: list[Judged], schema) -> tuple[list[dict], list[Request], dict[int, int]]:
+def _requests(
+    options: JudgeOptions, judge_name: str, generator: Generator | RayGenerator, items: list[Judged], schema
+) -> tuple[list[dict], list[Request], dict[int, int]]:
     """Each item's verdict row, every request of every row, and how many each row waits for
     (0: nothing to ask, or its prompt cannot fit: the row has its error)."""
     rows = [verdict_row(item, judge_name, schema) for item in items]
@@ -239,7 +243,9 @@ def _requests(options: JudgeOptions, judge_name: str, generator: Generator, item
     return rows, requests, waiting
 
 
-def _run(options: JudgeOptions, judge_name: str, generator: Generator, items: list[Judged], writer: AnswerWriter, report: JudgeReport, progress) -> None:
+def _run(
+    options: JudgeOptions, judge_name: str, generator: Generator | RayGenerator, items: list[Judged], writer: AnswerWriter, report: JudgeReport, progress
+) -> None:
     """Every request in one engine batch; rows are written as their last verdict comes,
     verdicts that do not parse are asked again, all together, after the batch."""
     rows, requests, waiting = _requests(options, judge_name, generator, items, writer.schema)

@@ -24,6 +24,7 @@ from ragbatch.errors import ParameterError, RagbatchError
 from ragbatch.generation import settings
 from ragbatch.generation.batch import Generator
 from ragbatch.generation.prompting import render_chat
+from ragbatch.generation.ray_generator import RayGenerator, choose_executor, start_engine
 from ragbatch.generation.settings import GenerationOptions
 from ragbatch.models.weights import DEFAULT_LLM
 from ragbatch.progress import working
@@ -58,6 +59,8 @@ class SynthOptions:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     overwrite: bool = False
     wait: float | None = None
+    executor: str = "auto"  # where the LLM runs: generation.ray_generator.choose_executor
+    replicas: int | None = None  # engines on Ray [default: one per GPU, or one on CPUs]
 
 
 @dataclass
@@ -107,10 +110,9 @@ def synth(options: SynthOptions, progress, notify=lambda line: None) -> SynthRep
     report.chunks = len(candidates)
     if not candidates:
         raise RagbatchError(f"{options.store}: no chunk has enough text to ask about")
-    with working(progress, f"Preparing {report.llm}"):
-        setup = settings.prepare(options.generation, inputs)
-    with working(progress, f"Starting vLLM with {setup.llm_name}"):
-        generator = Generator.for_setup(setup, json_output=True)
+    executor = choose_executor(options.executor, len(candidates))
+    with working(progress, f"Starting vLLM with {report.llm}" + (" on Ray" if executor == "ray" else "")):
+        _, generator = start_engine(options.generation, inputs, executor, options.replicas, json_output=True)
     try:
         lines = _generate(options, generator, candidates, report, progress)
     finally:
@@ -123,7 +125,7 @@ def synth(options: SynthOptions, progress, notify=lambda line: None) -> SynthRep
     return report
 
 
-def _generate(options: SynthOptions, generator: Generator, candidates: list[Candidate], report: SynthReport, progress) -> list[dict]:
+def _generate(options: SynthOptions, generator: Generator | RayGenerator, candidates: list[Candidate], report: SynthReport, progress) -> list[dict]:
     example = f"Example passage:\n{EXAMPLE_PASSAGE}\nExample output:\n{json.dumps(EXAMPLE, separators=(',', ':'))}\n\n"
     prompts = [render_chat(generator.tokenizer, SYSTEM, f"{example}Passage:\n{c.text[:MAX_CHUNK_CHARS]}", lead="JSON:") for c in candidates]
     max_tokens = QUESTION_CHARS + ANSWER_CHARS + 32

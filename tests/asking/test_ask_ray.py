@@ -12,9 +12,8 @@ import pytest
 from helpers import FACTS, ragbatch_cli, write_questions
 from ray_nodes import RAY_NOTICE
 
-from ragbatch.asking.pipeline import choose_executor
-from ragbatch.asking.ray_answers import replica_resources
 from ragbatch.errors import ParameterError
+from ragbatch.generation.ray_generator import choose_executor, replica_resources
 
 
 def test_auto_picks_ray_for_a_cluster_or_many_questions(monkeypatch):

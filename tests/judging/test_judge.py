@@ -123,3 +123,16 @@ def test_citing_sentences_are_checked_against_the_passages_they_cite(tmp_path):
     for row in pq.read_table(tmp_path / "v.parquet").to_pylist():
         assert row["citations_checked"] == 2 and row["citations_supported"] + len(row["unsupported_citations"]) == 2
         assert row["sentences_judged"] == 2 and row["quality"] is None and row["relevance"] is None
+
+
+def test_judge_on_ray_replicas_gives_the_local_verdicts(answers, tmp_path):
+    """--executor ray: prompts built here (the context window read from the model's
+    config), verdicts generated on a vLLM replica of a local Ray, rows written here."""
+    verdicts = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"{executor}.parquet"
+        done = ragbatch_cli("judge", answers, "--aspects", "quality,relevance", "--out", out, "--max-model-len", "2048", "--executor", executor, "--json")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["judged"] == 3
+        verdicts[executor] = [(r["id"], r["quality"], r["relevance"], r["judge_prompt_tokens"]) for r in pq.read_table(out).to_pylist()]
+    assert verdicts["ray"] == verdicts["local"]

@@ -40,3 +40,16 @@ def test_synth_writes_questions_eval_can_score(indexed_store, tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
     scored = ragbatch.evaluate(str(out), store, ks=[1, 4])
     assert scored.summary["questions"] == len(lines) and scored.summary["missing_sources"] == 0
+
+
+def test_synth_on_ray_replicas_writes_what_the_local_engine_writes(indexed_store, tmp_path):
+    """--executor ray: the prompts built here, generated on a vLLM replica of a local Ray
+    (generation.ray_generator.RayGenerator): at temperature 0 the same file."""
+    store = indexed_store(PAGES, chunk_size=128, chunk_overlap=0)
+    written = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"{executor}.jsonl"
+        done = ragbatch_cli("synth", "--store", store, "--n", "4", "--out", out, "--json", "--max-model-len", "2048", "--executor", executor)
+        assert done.returncode == 0, done.stderr[-3000:]
+        written[executor] = out.read_text()
+    assert written["ray"] == written["local"] and written["ray"]
