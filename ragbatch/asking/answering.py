@@ -47,5 +47,5 @@ def answer_rows(
     for j, generation in generator.stream(prompts(), max_tokens, temperature, setup.options.seed):
         while too_long:
             yield too_long.popleft()
-        yield finish_row(setup, ready[j], generation, generator.tokenizer)
+        yield finish_row(setup, ready[j], generation)
     yield from too_long

@@ -65,12 +65,17 @@ def start_row(
     the context window beside `max_tokens` of answer. Raises PromptTooLong."""
     prompt = build_prompt(tokenizer, row["question"], [h.text for h in hits], context_window, max_tokens, system_prompt or setup.system_prompt)
     row["passages_used"] = prompt.used
+    counter, name = setup.inputs.counter, setup.options.count_tokens
+    if counter is not None:
+        # Counted here, with the rest of the tokenizer's work: `ask` builds prompts on a
+        # thread of their own, and one tokenizer must not be used by two threads at once.
+        row[f"prompt_tokens_{name}"] = count(counter, tokenizer.decode(prompt.token_ids))
     return Prompted(row, prompt.token_ids)
 
 
-def finish_row(setup: GenerationSetup, prompted: Prompted, generation: Generation, tokenizer) -> dict:
+def finish_row(setup: GenerationSetup, prompted: Prompted, generation: Generation) -> dict:
     """The row filled from a finished generation; with a token counter (tiktoken), the
-    `prompt_tokens_<encoding>` and `completion_tokens_<encoding>` columns too."""
+    `completion_tokens_<encoding>` column too (start_row counted the prompt)."""
     row = prompted.row
     row.update(
         answer=generation.text.strip(),
@@ -82,7 +87,6 @@ def finish_row(setup: GenerationSetup, prompted: Prompted, generation: Generatio
     row["citations"], row["citations_dropped"] = citations(row["answer"], row["sources"][: row["passages_used"]])
     counter, name = setup.inputs.counter, setup.options.count_tokens
     if counter is not None:
-        row[f"prompt_tokens_{name}"] = count(counter, tokenizer.decode(prompted.prompt_ids))
         row[f"completion_tokens_{name}"] = count(counter, row["answer"])
     return row
 

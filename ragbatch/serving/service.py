@@ -105,7 +105,7 @@ class Service:
             if generation is None:
                 yield delta, None
                 continue
-            row = finish_row(self.setup, pending.prompted, generation, self.engine.tokenizer)
+            row = finish_row(self.setup, pending.prompted, generation)
             self.metrics.prompt_tokens.inc(generation.prompt_tokens)
             self.metrics.completion_tokens.inc(generation.completion_tokens)
             yield delta, row
