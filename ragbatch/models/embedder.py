@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ragbatch.errors import Note, ParameterError, RagbatchError
 from ragbatch.models.devices import model_dtype, pick_device
-from ragbatch.models.encoding import TOKENS_PER_BATCH, FastPath
+from ragbatch.models.encoding import CPU_TOKENS_PER_TEXT, TOKENS_PER_BATCH, FastPath
 from ragbatch.models.weights import DEFAULT_EMBEDDER, PACKAGED_EMBEDDERS, hub_snapshot, packaged_model, resolve_model
 
 # The default embedder of a new store on a GPU: INSTRUCTOR's large model (768 dimensions).
@@ -240,8 +240,8 @@ class Embedder:
         started = time.perf_counter()
         texts = [t.strip() for t in texts] if self.spec.is_instructor else list(texts)
         if self.fast is not None and texts:  # encoding.py: overlapped tokenizing, no host sync per batch
-            # On CUDA by tokens (TOKENS_PER_BATCH); on the CPU `batch_size` texts measured best.
-            vectors = self.fast.encode(texts, instruction or None, self.batch_size, TOKENS_PER_BATCH if self.device == "cuda" else None)
+            tokens = TOKENS_PER_BATCH if self.device == "cuda" else self.batch_size * CPU_TOKENS_PER_TEXT
+            vectors = self.fast.encode(texts, instruction or None, tokens)
         else:
             vectors = self.model.encode(
                 texts,

@@ -6,8 +6,9 @@ modules and tokenization, with three changes that matter on a GPU.
 - INSTRUCTOR's prompt-excluded mean pooling without a host sync: sentence-transformers'
   Pooling asks `pad_lengths.sum() == 0` (a GPU -> CPU read) every batch to detect left
   padding; our tokenizers pad on the right, which `fast_path` checks once.
-- On CUDA, batches hold a budget of tokens, not a count of texts: short chunks fill a
-  batch, long ones do not overflow it. Vectors stay on the device until the call ends.
+- Batches hold a budget of padded tokens, not a count of texts: short texts fill a
+  batch, long ones do not overflow it (on the CPU too, where it measured 11 % faster
+  than 32 texts on chunks of mixed length). Vectors stay on the device until the call ends.
 
 Models that are not [Transformer, mean Pooling, ...] keep sentence-transformers' encode.
 """
@@ -25,6 +26,9 @@ class Cancelled(Exception):
 # Padded tokens per batch on CUDA: instructor-large in bf16 stays at a few GB of
 # activations, and the GPU is busy enough that tokenizing on a thread keeps ahead.
 TOKENS_PER_BATCH = 32768
+# On the CPU `batch_size` counts texts of this many tokens: the default 32 gives 8,192,
+# which measured best there (benchmarks/RESULTS.md, 2026-12-06).
+CPU_TOKENS_PER_TEXT = 256
 
 
 def plan_batches(lengths: list[int], max_texts: int | None = None, max_tokens: int | None = None) -> list[list[int]]:
@@ -82,16 +86,13 @@ class FastPath:
             return None  # encode would add a prompt or cut the vectors: leave it to encode
         return cls(model, device)
 
-    def encode(self, texts: list[str], prompt: str | None, batch_size: int, max_tokens: int | None = None):
-        """Batches of `max_tokens` padded tokens where given (CUDA), else of `batch_size`
-        texts sorted by characters, as encode's own. Returns the vectors (not yet unit
-        length) as one tensor on the device, a row per text in the order given."""
+    def encode(self, texts: list[str], prompt: str | None, max_tokens: int):
+        """Batches of at most `max_tokens` padded tokens, longest texts first. Returns the
+        vectors (not yet unit length) as one tensor on the device, a row per text in the
+        order given."""
         import torch
 
-        if max_tokens:
-            batches = plan_batches(self._token_lengths(texts, prompt), max_tokens=max_tokens)
-        else:
-            batches = plan_batches([len(t) for t in texts], max_texts=batch_size)
+        batches = plan_batches(self._token_lengths(texts, prompt), max_tokens=max_tokens)
         outputs = []
         # Made before the batches are queued: copying it later would wait for them.
         order = torch.tensor([i for batch in batches for i in batch], device=self.device)

@@ -67,10 +67,11 @@ def test_instructor_vectors_equal_encodes_own_with_the_prompt_left_out(instructo
 
 
 def test_token_budget_batches_give_the_same_vectors(minilm):
-    """CUDA's batching (by tokens), run on the CPU: small budgets split the texts differently."""
+    """Budgets that split the texts differently (one text a batch, a few, all in one):
+    the same vectors."""
     expected = minilm.embed_documents(TEXTS)
-    for budget in (16, 64, 4096):
-        vectors = minilm.fast.encode(TEXTS, None, 32, max_tokens=budget)
+    for budget in (16, 64, 100_000):
+        vectors = minilm.fast.encode(TEXTS, None, max_tokens=budget)
         vectors = torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
         assert cosines(vectors, expected).min() >= 0.9999
 
@@ -99,9 +100,9 @@ def test_tokenizing_runs_on_its_own_thread_and_its_errors_reach_the_caller(minil
 
     monkeypatch.setattr(minilm.fast.transformer, "preprocess", preprocess)
     minilm.embed_documents(TEXTS)
-    assert len(threads) == 3 and all(name.startswith("tokenize") for name in threads)  # 5 texts, batches of 2
+    assert len(threads) >= 2 and all(name.startswith("tokenize") for name in threads)  # 5 texts, 512 tokens a batch
     with pytest.raises(ValueError, match="tokenizer failed"):
-        minilm.embed_documents(["a", "b", "boom"])
+        minilm.embed_documents(["boom"])
 
 
 def test_pooling_reads_nothing_back_to_the_host():
