@@ -10,6 +10,7 @@ on the driver), and generated on the replicas, each a Generator (batch.py) of it
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import socket
@@ -97,7 +98,7 @@ def replica_resources(cluster: dict, setup: GenerationSetup, replicas: int | Non
         return min(replicas or most, most), {"num_gpus": group, "num_cpus": 1}, None
     count = replicas or 1
     cpus = max(1.0, cluster.get("CPU", 1) - RETRIEVE_CPUS)
-    return count, {"num_cpus": min(1.0, cpus / count)}, max(1, int(cpus // count))
+    return count, {"num_cpus": min(1.0, cpus / count)}, max(1, math.ceil(cpus / count))  # threads: the CPUs the retrieval actor leaves idle too
 
 
 def start_replica(setup: GenerationSetup, threads: int | None, json_output: bool = False) -> tuple[GenerationSetup, Generator]:

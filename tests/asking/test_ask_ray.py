@@ -37,9 +37,9 @@ def test_one_replica_per_gpu_or_tensor_parallel_group_and_shared_cpus():
     with pytest.raises(ParameterError, match="fewer than one engine's 4"):
         replica_resources({"GPU": 2}, Setup("cuda", {"tensor_parallel_size": 4}), None)
     # CPUs: the retrieval actor's half CPU aside, the replicas share the rest
-    assert replica_resources({"CPU": 2}, Setup("cpu"), None) == (1, {"num_cpus": 1.0}, 1)
+    assert replica_resources({"CPU": 2}, Setup("cpu"), None) == (1, {"num_cpus": 1.0}, 2)
     assert replica_resources({"CPU": 2}, Setup("cpu"), 2) == (2, {"num_cpus": 0.75}, 1)
-    assert replica_resources({"CPU": 16}, Setup("cpu"), 2) == (2, {"num_cpus": 1.0}, 7)
+    assert replica_resources({"CPU": 16}, Setup("cpu"), 2) == (2, {"num_cpus": 1.0}, 8)
 
 
 @pytest.mark.slow
