@@ -269,6 +269,12 @@ def _write_rows(options: AskOptions, rows: Iterator[dict], writer: AnswerWriter,
     except (KeyboardInterrupt, RagbatchError):
         writer.write(pending)  # what finished before is kept for the rerun
         raise
+    finally:
+        # Stops the engine's unfinished requests now, while the engine is up (not when the
+        # traceback's frames are collected at exit).
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
     writer.write(pending)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ragbatch.generation.ray_generator import EXECUTORS
 from ragbatch.generation.settings import GenerationOptions
 from ragbatch.generation.vllm_engine import parse_vllm_args
 from ragbatch.locations import DEFAULT_STORE, STORE_ENV
@@ -46,8 +47,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON o
 
 def engine_executor_options(command):
     """--executor and --replicas: where vLLM runs (ask, judge, synth)."""
-    from ragbatch.generation.ray_generator import EXECUTORS
-
     command = click.option("--replicas", type=click.IntRange(1), help="vLLM engines on Ray [default: one per GPU (per tensor-parallel group); one on CPUs].")(
         command
     )

@@ -103,6 +103,7 @@ class LocalExecutor:
 
     def __init__(self, progress):
         self.progress = progress
+        self._loading_named = False  # the model's loading is shown once (_load)
 
     def stream(
         self,
@@ -193,6 +194,9 @@ class LocalExecutor:
             yield from self._embed(pending, loader)
 
     def _load(self, loader: EmbedderLoader):
+        if self._loading_named:  # the first call loads; the others get the loaded model
+            return loader()
+        self._loading_named = True
         with working(self.progress, f"Loading {loader.spec.name}"):
             return loader()
 

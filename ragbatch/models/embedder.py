@@ -154,11 +154,10 @@ class EmbedderLoader:
     """Loads the Embedder on first use, so a run with nothing new to embed never pays
     for torch and the weights.
 
-    Executors call it to get the model (the local one) or read `spec` to load it in
-    their own workers (Ray actors). Loading is not moved to a background thread or
-    process: importing torch in a thread while the main thread imports Chroma can hand
-    one of them a partially initialised numpy, and a worker process saved under 3 s of
-    the ~10 s import on 2 cores (measured; see benchmarks/RESULTS.md).
+    Executors call it to get the model (the local one, on its embedding thread, once
+    the caller has opened the store: importing torch in a thread while another imports
+    Chroma can hand one of them a partially initialised numpy) or read `spec` to load it
+    in their own workers (Ray actors).
     """
 
     def __init__(self, spec: EmbedderSpec, device: str, batch_size: int):
