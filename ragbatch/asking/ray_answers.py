@@ -53,6 +53,10 @@ from ragbatch.retrieval.selection import Selection
 
 # Questions per retrieval call (one batched embedding and query).
 RETRIEVE_BATCH = 256
+# Ray Data holds a task's output until it reaches this size: rows a replica yields
+# every --part-rows would otherwise reach the writer only when its whole batch of 256 is
+# done, and a killed driver would lose them all. A few KB each: they go out as yielded.
+ROW_BLOCK_BYTES = 1024
 
 
 class _Retrieve:
@@ -157,6 +161,8 @@ def stream_answers(
     import ray
 
     count, per_replica, threads = replica_resources(ray.cluster_resources(), setup, replicas)
+    context = ray.data.DataContext.get_current()
+    saved_block_size, context.target_max_block_size = context.target_max_block_size, ROW_BLOCK_BYTES
     items = [{"item": pickle.dumps(q)} for q in questions]
     retrieved = ray.data.from_items(items, override_num_blocks=max(1, len(items) // RETRIEVE_BATCH)).map_batches(
         _Retrieve,
@@ -169,12 +175,15 @@ def stream_answers(
     constructor = {"setup": setup, "embedder": embedder, "max_tokens": max_tokens, "temperature": temperature, "threads": threads, "part_rows": part_rows}
     answered = map_replicas(retrieved, _Answer, constructor, ray, count, per_replica)
     returned: set[str] = set()
-    with lost_blocks_allowed(ray):
-        batches = iter(answered.iter_batches(batch_format="numpy", batch_size=None))
-        with working(progress, f"Starting Ray Data, {count} vLLM replica{'s' if count > 1 else ''} of {setup.llm_name}"):
-            first = next(batches, None)
-        for batch in itertools.chain([first] if first is not None else [], batches):
-            yield from _unpack(batch, returned)
+    try:
+        with lost_blocks_allowed(ray):
+            batches = iter(answered.iter_batches(batch_format="numpy", batch_size=None))
+            with working(progress, f"Starting Ray Data, {count} vLLM replica{'s' if count > 1 else ''} of {setup.llm_name}"):
+                first = next(batches, None)
+            for batch in itertools.chain([first] if first is not None else [], batches):
+                yield from _unpack(batch, returned)
+    finally:
+        context.target_max_block_size = saved_block_size
     lost = "no answer came back from the Ray cluster (the worker handling it died twice: out of memory?); run the same command again to retry"
     for question, carried in questions:
         if question["id"] not in returned:

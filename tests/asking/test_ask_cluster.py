@@ -79,11 +79,20 @@ def test_the_cluster_answers_as_a_local_run_does_and_a_rerun_answers_nothing(clu
 
 
 def test_a_killed_driver_loses_only_unwritten_rows_and_a_rerun_gives_every_id_once(cluster, store, tmp_path):
-    asked = questions(cluster["docs"], "killed.jsonl", 40)
+    # Answers of very different lengths, so the first parts come long before the last
+    # answers (answers of one length finish together, and a kill then lands in the merge).
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": "Answer yes or no: did Passepartout buy oranges?" if i % 2 else f"Describe at length every day of the journal, from day {i}.",
+        }
+        for i in range(40)
+    ]
+    asked = write_questions(cluster["docs"] / "killed.jsonl", rows)
     out = tmp_path / "killed.parquet"
     parts = tmp_path / "killed.parquet.parts"
     command = [sys.executable, str(ROOT / "cli.py"), "ask", str(asked), "--store", str(store), "--out", str(out), "--executor", "ray"]
-    command += ["--max-tokens", "48", "--part-rows", "2"]
+    command += ["--max-tokens", "96", "--part-rows", "2"]
     driver = subprocess.Popen(command, env=driver_env(cluster["address"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while time.time() < deadline and driver.poll() is None and not list(parts.glob("part-*.parquet")):
@@ -95,7 +104,7 @@ def test_a_killed_driver_loses_only_unwritten_rows_and_a_rerun_gives_every_id_on
     kept = [i for f in written for i in pq.read_table(f).column("id").to_pylist()]
     assert 0 < len(kept) < 40 and len(set(kept)) == len(kept)
 
-    rerun = ask_on_cluster(cluster, asked, "--store", store, "--out", out, "--max-tokens", 48, "--resume", "--json")
+    rerun = ask_on_cluster(cluster, asked, "--store", store, "--out", out, "--max-tokens", 96, "--resume", "--json")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = json.loads(rerun.stdout)
     assert (report["skipped"], report["answered"]) == (len(kept), 40 - len(kept))
